@@ -1,0 +1,20 @@
+"""worker-runtime: host long-lived, agent-like workers behind typed commands.
+
+In-process use::
+
+    from worker_runtime import Runtime, commands
+
+    rt = Runtime.open()
+    worker = rt.dispatch(commands.CreateWorker(display_name="scout"))
+    ack = rt.dispatch(commands.SendInput(worker_id=worker.worker_id, content="hello"))
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from . import commands, errors, results
+from .config import RuntimeConfig
+from .runtime import Runtime
+
+__all__ = ["Runtime", "RuntimeConfig", "__version__", "commands", "errors", "results"]

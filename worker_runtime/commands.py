@@ -1,0 +1,152 @@
+"""Typed commands: one frozen, keyword-only dataclass per runtime operation.
+
+Each command has a JSON wire form, ``{"command": <class name>, "args": {...}}``,
+described by the ``$defs/<class name>`` schema in ``schemas/worker_runtime.json``.
+Pass a command to :meth:`worker_runtime.Runtime.dispatch`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from .domain import (
+    CapabilityRequest,
+    ConfigBundleRef,
+    InputKind,
+    OpaqueRef,
+    ProfileSelector,
+    WorkerIntent,
+    WorkerStatus,
+)
+from .results import (
+    CancelAck,
+    DiagnosticList,
+    EventPage,
+    InputAck,
+    Result,
+    RuntimeInfo,
+    StopAck,
+    TranscriptPage,
+    WorkerDetail,
+    WorkerPage,
+)
+
+R_co = TypeVar("R_co", bound=Result, covariant=True)
+
+__all__ = [
+    "COMMANDS",
+    "CancelRun",
+    "Command",
+    "CreateWorker",
+    "GetDiagnostics",
+    "GetRuntime",
+    "GetTranscript",
+    "GetWorker",
+    "ListWorkers",
+    "ReadEvents",
+    "SendInput",
+    "StopWorker",
+]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Command(Generic[R_co]):
+    """Base of all commands; ``R_co`` is the result type dispatch returns."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class GetRuntime(Command[RuntimeInfo]):
+    """Summary of the runtime: ids, counters, limits, profiles."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ListWorkers(Command[WorkerPage]):
+    """A page of workers in creation order, optionally only those in ``status``."""
+
+    status: WorkerStatus | None = None
+    limit: int | None = None
+    after: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class GetWorker(Command[WorkerDetail]):
+    worker_id: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CreateWorker(Command[WorkerDetail]):
+    """Create a worker; ``worker_id`` is generated when not given."""
+
+    worker_id: str | None = None
+    display_name: str | None = None
+    intent: WorkerIntent = field(default_factory=WorkerIntent)
+    profile: ProfileSelector = field(default_factory=ProfileSelector)
+    config_bundle: ConfigBundleRef | None = None
+    requested_capabilities: tuple[CapabilityRequest, ...] = ()
+    workspace_refs: tuple[OpaqueRef, ...] = ()
+    mount_refs: tuple[OpaqueRef, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SendInput(Command[InputAck]):
+    """Append input to an idle worker's transcript and start a run for it."""
+
+    worker_id: str
+    content: str
+    kind: InputKind = InputKind.USER
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class StopWorker(Command[StopAck]):
+    """Cancel any active run and make the worker ``stopped`` for good."""
+
+    worker_id: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CancelRun(Command[CancelAck]):
+    """Cancel the worker's active run (or, with ``run_id``, only that run)."""
+
+    worker_id: str
+    run_id: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class GetTranscript(Command[TranscriptPage]):
+    worker_id: str
+    start: int = 0
+    limit: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ReadEvents(Command[EventPage]):
+    """Events with ``event_id >= cursor``; ``wait`` seconds long-polls when none."""
+
+    cursor: int = 0
+    limit: int | None = None
+    wait: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class GetDiagnostics(Command[DiagnosticList]):
+    pass
+
+
+COMMANDS: dict[str, type[Command[Result]]] = {
+    cls.__name__: cls
+    for cls in (
+        GetRuntime,
+        ListWorkers,
+        GetWorker,
+        CreateWorker,
+        SendInput,
+        StopWorker,
+        CancelRun,
+        GetTranscript,
+        ReadEvents,
+        GetDiagnostics,
+    )
+}

@@ -1,0 +1,82 @@
+"""Runtime configuration: a frozen dataclass, read from the environment without side effects."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .domain import is_valid_id
+from .errors import ConfigError
+
+__all__ = ["ENV_PREFIX", "RuntimeConfig"]
+
+ENV_PREFIX = "WORKER_RUNTIME_"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RuntimeConfig:
+    """Everything that shapes a runtime. Defaults give the embedded default:
+    memory store, echo engine, generated runtime id."""
+
+    runtime_id: str | None = None
+    display_name: str | None = None
+    store: str = "memory"
+    data_dir: str | None = None
+    profiles_path: str | None = None
+    max_transcript_page: int = 256
+    default_transcript_page: int = 100
+    max_worker_page: int = 1000
+    default_worker_page: int = 100
+    max_event_page: int = 1000
+    default_event_page: int = 100
+    max_event_wait_s: float = 30.0
+    max_input_chars: int = 262_144
+    max_output_chars: int = 1_048_576
+    run_timeout_s: float = 300.0
+    operation_timeout_s: float = 10.0
+    cancel_grace_s: float = 5.0
+    max_concurrent_runs: int = 8
+
+    def __post_init__(self) -> None:
+        if self.runtime_id is not None and not is_valid_id(self.runtime_id):
+            raise ConfigError(f"runtime id {self.runtime_id!r} is not a valid id")
+        if self.store not in ("memory", "fs"):
+            raise ConfigError(f"store must be 'memory' or 'fs', not {self.store!r}")
+        if self.store == "fs" and not self.data_dir:
+            raise ConfigError("the fs store needs a data directory (WORKER_RUNTIME_DATA_DIR)")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, int | float) and not isinstance(value, bool) and value <= 0:
+                raise ConfigError(f"{f.name} must be positive, not {value!r}")
+        if self.default_transcript_page > self.max_transcript_page:
+            raise ConfigError("default_transcript_page exceeds max_transcript_page")
+
+    def replace(self, **changes: Any) -> RuntimeConfig:
+        """A copy with ``changes`` applied (and validated)."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> RuntimeConfig:
+        """Read ``WORKER_RUNTIME_*`` variables; a bad value raises ``ConfigError``
+        naming the variable. Unset or empty variables keep the defaults."""
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            name = ENV_PREFIX + _ENV_NAMES.get(f.name, f.name.upper())
+            raw = environ.get(name, "").strip()
+            if not raw:
+                continue
+            parse = _PARSERS.get(str(f.type), str)
+            try:
+                values[f.name] = parse(raw)
+            except ValueError:
+                raise ConfigError(f"{name}={raw!r} is not a valid {f.type}") from None
+        try:
+            return cls(**values)
+        except ConfigError as exc:
+            raise ConfigError(f"environment: {exc.message}") from None
+
+
+_ENV_NAMES = {"runtime_id": "ID", "display_name": "NAME", "profiles_path": "PROFILES"}
+_PARSERS: dict[str, Callable[[str], Any]] = {"int": int, "float": float}

@@ -1,0 +1,204 @@
+"""Domain values: ids, worker and run states, and the records the stores keep.
+
+Every value is a frozen, keyword-only dataclass so it can be shared across
+threads and compared by value. Records are replaced, never mutated in place.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from .errors import InvalidRequest, InvalidWorkerId
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+_ID_RE = re.compile(ID_PATTERN)
+
+
+def is_valid_id(value: object) -> bool:
+    """True if ``value`` is a legal runtime or worker id."""
+    return isinstance(value, str) and _ID_RE.fullmatch(value) is not None
+
+
+def check_worker_id(value: object) -> str:
+    """Return ``value`` if it is a legal worker id, else raise ``InvalidWorkerId``."""
+    if not is_valid_id(value):
+        raise InvalidWorkerId("worker_id must match " + ID_PATTERN, details={"field": "worker_id"})
+    assert isinstance(value, str)
+    return value
+
+
+def check_runtime_id(value: object) -> str:
+    """Return ``value`` if it is a legal runtime id, else raise ``InvalidRequest``."""
+    if not is_valid_id(value):
+        raise InvalidRequest("runtime_id must match " + ID_PATTERN, details={"field": "runtime_id"})
+    assert isinstance(value, str)
+    return value
+
+
+class WorkerStatus(StrEnum):
+    IDLE = "idle"
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+class RunStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+    INTERRUPTED = "interrupted"
+
+    @property
+    def active(self) -> bool:
+        return self in (RunStatus.QUEUED, RunStatus.RUNNING)
+
+
+class InputKind(StrEnum):
+    USER = "user"
+    SYSTEM = "system"
+
+
+class Role(StrEnum):
+    USER = "user"
+    SYSTEM = "system"
+    ASSISTANT = "assistant"
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WorkerRef:
+    """The authority of a worker: the pair ``runtime_id + worker_id``."""
+
+    runtime_id: str
+    worker_id: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WorkerIntent:
+    """What the worker is for: ``assistant`` (default), ``task`` or ``role``."""
+
+    kind: str = "assistant"
+    purpose: str | None = None
+    objective: str | None = None
+    role: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ProfileSelector:
+    """Which profile a worker runs on: ``runtime_default``, ``builtin`` or ``named``."""
+
+    kind: str = "runtime_default"
+    value: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ConfigBundleRef:
+    """Placeholder for a later config-bundle sync; only the id is kept."""
+
+    id: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CapabilityRequest:
+    name: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OpaqueRef:
+    """A workspace or mount reference; opaque to the runtime, never a path it opens."""
+
+    name: str
+    reference: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Usage:
+    inputs: int = 0
+    runs_completed: int = 0
+    runs_failed: int = 0
+    runs_cancelled: int = 0
+    runs_timed_out: int = 0
+    runs_interrupted: int = 0
+    output_chars: int = 0
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Run:
+    run_id: str
+    status: RunStatus
+    input_sequence: int
+    started_at: str
+    finished_at: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WorkerRecord:
+    """Everything the runtime keeps about one worker (its transcript lives apart)."""
+
+    runtime_id: str
+    worker_id: str
+    display_name: str | None
+    status: WorkerStatus
+    intent: WorkerIntent
+    profile: ProfileSelector
+    config_bundle: ConfigBundleRef | None
+    requested_capabilities: tuple[CapabilityRequest, ...]
+    workspace_refs: tuple[OpaqueRef, ...]
+    mount_refs: tuple[OpaqueRef, ...]
+    created_at: str
+    updated_at: str
+    transcript_len: int = 0
+    last_event_id: int = 0
+    active_run: Run | None = None
+    last_run: Run | None = None
+    last_error: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    stop_reason: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TranscriptEntry:
+    sequence: int
+    role: Role
+    content: str
+    event_id: int
+    created_at: str
+    run_id: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Event:
+    event_id: int
+    type: str
+    created_at: str
+    worker_ref: WorkerRef | None = None
+    run_id: str | None = None
+    data: dict[str, str | int | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Diagnostic:
+    id: int
+    severity: Severity
+    code: str
+    message: str
+    created_at: str
+    worker_ref: WorkerRef | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RuntimeRecord:
+    runtime_id: str
+    display_name: str | None
+    created_at: str

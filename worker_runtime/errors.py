@@ -1,0 +1,160 @@
+"""Typed errors raised by the runtime, each with a stable ``code``.
+
+The hierarchy::
+
+    WorkerRuntimeError                      internal_error
+    ├── InvalidRequest (ValueError)         invalid_request
+    │   ├── InvalidWorkerId                 invalid_worker_id
+    │   ├── InvalidQuery                    invalid_query
+    │   └── LimitTooLarge                   limit_too_large
+    ├── WorkerNotFound (LookupError)        worker_not_found
+    ├── Conflict
+    │   ├── WorkerExists                    worker_exists
+    │   ├── WorkerBusy                      worker_busy
+    │   ├── WorkerStopped                   worker_stopped
+    │   └── IdempotencyKeyReused            idempotency_key_reused
+    ├── Unprocessable
+    │   ├── UnknownProfile                  unknown_profile
+    │   ├── UnsupportedCapability           unsupported_capability
+    │   └── UnsupportedOperation            unsupported_operation
+    ├── RuntimeUnavailable                  runtime_unavailable
+    │   └── StoreCorrupt                    store_corrupt
+    ├── OperationTimeout (TimeoutError)     operation_timeout
+    ├── ConfigError (ValueError)            invalid_config
+    └── InternalError                       internal_error
+
+Codes are part of the API and never change. Mapping them to transport status
+codes (HTTP or otherwise) is the adapter's job; the core knows no transport.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+__all__ = [
+    "ConfigError",
+    "Conflict",
+    "IdempotencyKeyReused",
+    "InternalError",
+    "InvalidQuery",
+    "InvalidRequest",
+    "InvalidWorkerId",
+    "LimitTooLarge",
+    "OperationTimeout",
+    "RuntimeUnavailable",
+    "StoreCorrupt",
+    "UnknownProfile",
+    "Unprocessable",
+    "UnsupportedCapability",
+    "UnsupportedOperation",
+    "WorkerBusy",
+    "WorkerExists",
+    "WorkerNotFound",
+    "WorkerRuntimeError",
+    "WorkerStopped",
+]
+
+
+class WorkerRuntimeError(Exception):
+    """Base of every error the runtime raises on purpose.
+
+    ``details`` is a small JSON-safe mapping that points at what went wrong
+    (a field, a worker id, a limit). It never carries secrets.
+    """
+
+    code: ClassVar[str] = "internal_error"
+
+    def __init__(self, message: str, *, details: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details: dict[str, Any] = dict(details or {})
+
+    def to_json(self) -> dict[str, Any]:
+        """The wire form: ``{"code", "message", "details"?}``."""
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details:
+            body["details"] = self.details
+        return body
+
+
+class InvalidRequest(WorkerRuntimeError, ValueError):
+    code = "invalid_request"
+
+
+class InvalidWorkerId(InvalidRequest):
+    code = "invalid_worker_id"
+
+
+class InvalidQuery(InvalidRequest):
+    code = "invalid_query"
+
+
+class LimitTooLarge(InvalidRequest):
+    code = "limit_too_large"
+
+
+class WorkerNotFound(WorkerRuntimeError, LookupError):
+    code = "worker_not_found"
+
+
+class Conflict(WorkerRuntimeError):
+    code = "conflict"
+
+
+class WorkerExists(Conflict):
+    code = "worker_exists"
+
+
+class WorkerBusy(Conflict):
+    code = "worker_busy"
+
+
+class WorkerStopped(Conflict):
+    code = "worker_stopped"
+
+
+class IdempotencyKeyReused(Conflict):
+    code = "idempotency_key_reused"
+
+
+class Unprocessable(WorkerRuntimeError):
+    code = "unprocessable"
+
+
+class UnknownProfile(Unprocessable):
+    code = "unknown_profile"
+
+
+class UnsupportedCapability(Unprocessable):
+    code = "unsupported_capability"
+
+
+class UnsupportedOperation(Unprocessable):
+    code = "unsupported_operation"
+
+
+class RuntimeUnavailable(WorkerRuntimeError):
+    """The runtime cannot serve now (stopping, or its store failed); retry later."""
+
+    code = "runtime_unavailable"
+
+
+class StoreCorrupt(RuntimeUnavailable):
+    """A stored record could not be read back; ``details`` names the file."""
+
+    code = "store_corrupt"
+
+
+class OperationTimeout(WorkerRuntimeError, TimeoutError):
+    code = "operation_timeout"
+
+
+class ConfigError(WorkerRuntimeError, ValueError):
+    """Bad configuration found at start-up; the message names the source."""
+
+    code = "invalid_config"
+
+
+class InternalError(WorkerRuntimeError):
+    code = "internal_error"

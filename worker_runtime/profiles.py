@@ -1,0 +1,74 @@
+"""Profiles: a name for an engine with its settings, timeout and capabilities.
+
+The builtin ``echo`` profile is the runtime default. Named profiles come from
+a profiles file (see ``profiles_file``) and are resolved here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .domain import ProfileSelector
+from .engines import Engine, build_engine
+from .errors import UnknownProfile
+
+__all__ = ["DEFAULT_PROFILE", "Profile", "ProfileRegistry"]
+
+DEFAULT_PROFILE = "echo"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Profile:
+    """``kind`` is ``builtin`` or ``named``; ``timeout_s`` None means the runtime default."""
+
+    name: str
+    kind: str
+    engine: str
+    timeout_s: float | None = None
+    capabilities: frozenset[str] = frozenset()
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+
+BUILTIN_PROFILES = (Profile(name="echo", kind="builtin", engine="echo"),)
+
+
+class ProfileRegistry:
+    """Resolves profile selectors to profiles and builds one engine per profile."""
+
+    def __init__(self, named: Iterable[Profile] = ()) -> None:
+        self._builtin = {p.name: p for p in BUILTIN_PROFILES}
+        self._named = {p.name: p for p in named}
+        self._engines: dict[tuple[str, str], Engine] = {}
+        # Build every engine up front so a bad setting fails at start-up.
+        for profile in self.all():
+            self._engines[(profile.kind, profile.name)] = build_engine(
+                profile.engine, profile.settings
+            )
+
+    def all(self) -> list[Profile]:
+        return [*self._builtin.values(), *self._named.values()]
+
+    def resolve(self, selector: ProfileSelector) -> Profile:
+        """The profile ``selector`` names; ``UnknownProfile`` if there is none."""
+        if selector.kind == "runtime_default":
+            return self._builtin[DEFAULT_PROFILE]
+        table = self._builtin if selector.kind == "builtin" else self._named
+        profile = table.get(selector.value or "")
+        if profile is None:
+            raise UnknownProfile(
+                f"no {selector.kind} profile named {selector.value!r}",
+                details={"field": "/profile/value", "profile": selector.value},
+            )
+        return profile
+
+    def engine_for(self, profile: Profile) -> Engine:
+        return self._engines[(profile.kind, profile.name)]
+
+    def engine_names(self) -> list[str]:
+        return sorted({p.engine for p in self.all()})
+
+    def close(self) -> None:
+        for engine in self._engines.values():
+            engine.close()

@@ -1,0 +1,188 @@
+"""Typed results: what :meth:`worker_runtime.Runtime.dispatch` returns.
+
+Each result class has a schema at ``$defs/<class name>`` in
+``schemas/worker_runtime.json``; its JSON form is ``wire.to_json(result)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .domain import (
+    CapabilityRequest,
+    ConfigBundleRef,
+    Diagnostic,
+    Event,
+    OpaqueRef,
+    ProfileSelector,
+    Run,
+    TranscriptEntry,
+    Usage,
+    WorkerIntent,
+    WorkerRef,
+    WorkerStatus,
+)
+
+__all__ = [
+    "CancelAck",
+    "DiagnosticList",
+    "EventCursor",
+    "EventPage",
+    "InputAck",
+    "Limits",
+    "ProfileInfo",
+    "Result",
+    "RuntimeInfo",
+    "StopAck",
+    "TranscriptPage",
+    "WorkerCounts",
+    "WorkerDetail",
+    "WorkerPage",
+    "WorkerSummary",
+]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Result:
+    """Base of all results."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WorkerCounts:
+    idle: int
+    running: int
+    stopped: int
+    total: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Limits:
+    max_transcript_page: int
+    default_transcript_page: int
+    max_worker_page: int
+    default_worker_page: int
+    max_event_page: int
+    default_event_page: int
+    max_event_wait_s: float
+    max_input_chars: int
+    run_timeout_s: float
+    operation_timeout_s: float
+    max_concurrent_runs: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ProfileInfo:
+    name: str
+    kind: str
+    engine: str
+    timeout_s: float
+    capabilities: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RuntimeInfo(Result):
+    runtime_id: str
+    display_name: str | None
+    store: str
+    status: str
+    version: str
+    started_at: str
+    workers: WorkerCounts
+    active_runs: int
+    diagnostic_count: int
+    last_event_id: int
+    limits: Limits
+    profiles: tuple[ProfileInfo, ...]
+    engines: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WorkerSummary(Result):
+    runtime_id: str
+    worker_id: str
+    worker_ref: WorkerRef
+    display_name: str | None
+    display_ref: str
+    status: WorkerStatus
+    intent: WorkerIntent
+    profile: ProfileSelector
+    transcript_len: int
+    last_event_id: int
+    created_at: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WorkerDetail(WorkerSummary):
+    updated_at: str
+    config_bundle: ConfigBundleRef | None
+    requested_capabilities: tuple[CapabilityRequest, ...]
+    workspace_refs: tuple[OpaqueRef, ...]
+    mount_refs: tuple[OpaqueRef, ...]
+    active_run: Run | None
+    last_run: Run | None
+    last_error: str | None
+    usage: Usage
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WorkerPage(Result):
+    workers: tuple[WorkerSummary, ...]
+    next_after: str | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class InputAck(Result):
+    worker_ref: WorkerRef
+    status: WorkerStatus
+    event_id: int
+    run_id: str
+    transcript_sequence: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class StopAck(Result):
+    worker_ref: WorkerRef
+    status: WorkerStatus
+    event_id: int | None
+    already_stopped: bool
+    cancelled_run_id: str | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CancelAck(Result):
+    """``cancelled_run_id`` is null when nothing was running; ``run_status`` is
+    the final status of the run the caller named, or of the one cancelled."""
+
+    worker_ref: WorkerRef
+    status: WorkerStatus
+    event_id: int | None
+    cancelled_run_id: str | None
+    run_id: str | None
+    run_status: str | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TranscriptPage(Result):
+    worker_ref: WorkerRef
+    start: int
+    limit: int
+    items: tuple[TranscriptEntry, ...]
+    total_items: int
+    next_start: int | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class EventCursor:
+    next_event_id: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class EventPage(Result):
+    events: tuple[Event, ...]
+    cursor: EventCursor
+    has_more: bool
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DiagnosticList(Result):
+    diagnostics: tuple[Diagnostic, ...]

@@ -1,0 +1,362 @@
+"""Runs: execute inputs on a bounded pool, enforce deadlines, cancel for real.
+
+Each accepted input becomes a :class:`Job` on a fixed-size thread pool (runs
+never execute on the caller's thread, so a server thread is never held by an
+engine). A single watchdog thread enforces deadlines: at the deadline it
+aborts the run; if the engine has not returned a grace period later, the run
+is finalized anyway so the worker never stays stuck.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import itertools
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .domain import Event, Role, RunStatus, Severity, TranscriptEntry, WorkerStatus
+from .engines import Engine, EngineFailure, RunContext, RunSignal
+from .errors import WorkerRuntimeError
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
+
+__all__ = ["Ended", "Job", "RunManager", "cancel_active_run", "finish_run"]
+
+log = logging.getLogger("worker_runtime.runs")
+
+_USAGE_FIELD = {
+    RunStatus.COMPLETED: "runs_completed",
+    RunStatus.FAILED: "runs_failed",
+    RunStatus.CANCELLED: "runs_cancelled",
+    RunStatus.TIMED_OUT: "runs_timed_out",
+    RunStatus.INTERRUPTED: "runs_interrupted",
+}
+
+
+@dataclass(kw_only=True, eq=False)
+class Job:
+    """One run in flight: what to execute and how to stop it."""
+
+    worker_id: str
+    run_id: str
+    engine: Engine
+    timeout_s: float
+    entry: TranscriptEntry
+    signal: RunSignal = field(default_factory=RunSignal)
+    returned: threading.Event = field(default_factory=threading.Event)
+    final_event_id: int | None = None
+    final_status: RunStatus | None = None
+
+
+def finish_run(
+    rt: Runtime, worker_id: str, run_id: str, status: RunStatus, error: str | None
+) -> Event | None:
+    """End the worker's active run ``run_id`` with ``status`` (lock held).
+
+    Returns the run's final event, or None if that run was no longer active
+    (someone else finished it first).
+    """
+    record = rt.workers.get(worker_id)
+    if record is None or record.active_run is None or record.active_run.run_id != run_id:
+        return None
+    run = dataclasses.replace(
+        record.active_run, status=status, finished_at=rt.clock.now(), error=error
+    )
+    rt.store.put_run(worker_id, run)
+    event = rt.emit(f"run_{status.value}", worker_id, run_id, status=status.value, error=error)
+    usage_field = _USAGE_FIELD[status]
+    usage = dataclasses.replace(
+        record.usage, **{usage_field: getattr(record.usage, usage_field) + 1}
+    )
+    rt.save_worker(
+        record,
+        status=WorkerStatus.IDLE,
+        active_run=None,
+        last_run=run,
+        last_error=error if status is not RunStatus.COMPLETED else record.last_error,
+        usage=usage,
+        last_event_id=event.event_id,
+    )
+    if status in (RunStatus.FAILED, RunStatus.INTERRUPTED):
+        severity = Severity.ERROR if status is RunStatus.FAILED else Severity.WARNING
+        rt.diagnose(severity, f"run_{status.value}", f"run {run_id}: {error}", worker_id)
+    job = rt.runs.pop(worker_id, run_id)
+    if job is not None:
+        job.final_event_id = event.event_id
+        job.final_status = status
+    return event
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Ended:
+    """How a cancelled run ended: its final status and the event that said so."""
+
+    run_id: str
+    status: RunStatus | None
+    event_id: int | None
+
+
+def cancel_active_run(rt: Runtime, worker_id: str, reason: str | None) -> Ended | None:
+    """Abort the worker's active run and wait (bounded) until it has ended.
+
+    Call without the lock. Returns None if no run was active.
+    """
+    why = f"cancelled: {reason}" if reason else "cancelled"
+    with rt.locked():
+        run = rt.worker(worker_id).active_run
+        if run is None:
+            return None
+        job = rt.runs.active(worker_id)
+        if job is not None:
+            job.signal.abort(RunStatus.CANCELLED)
+        if job is None or run.status is RunStatus.QUEUED:
+            # Never started (or left over from recovery): nothing to stop, end it now.
+            event = finish_run(rt, worker_id, run.run_id, RunStatus.CANCELLED, why)
+            return Ended(
+                run_id=run.run_id,
+                status=RunStatus.CANCELLED,
+                event_id=event.event_id if event else None,
+            )
+    rt.runs.settle(job, why)
+    return Ended(run_id=run.run_id, status=job.final_status, event_id=job.final_event_id)
+
+
+class RunManager:
+    """The run pool and the watchdog of one runtime."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self._rt = rt
+        self._jobs: dict[str, Job] = {}
+        self._pool = ThreadPoolExecutor(
+            max_workers=rt.config.max_concurrent_runs, thread_name_prefix="wr-run"
+        )
+        self._watchdog = _Watchdog(self)
+
+    def submit(self, job: Job) -> None:
+        """Queue ``job`` (lock held)."""
+        self._jobs[job.worker_id] = job
+        self._pool.submit(self._execute, job)
+
+    def active(self, worker_id: str) -> Job | None:
+        return self._jobs.get(worker_id)
+
+    def pop(self, worker_id: str, run_id: str) -> Job | None:
+        job = self._jobs.get(worker_id)
+        if job is None or job.run_id != run_id:
+            return None
+        return self._jobs.pop(worker_id)
+
+    def count(self) -> int:
+        return len(self._jobs)
+
+    def settle(self, job: Job, error: str) -> None:
+        """Wait up to the grace period for an aborted engine to return, then
+        finalize the run with the signal's reason whether or not it did."""
+        if not job.returned.wait(self._rt.config.cancel_grace_s):
+            log.warning("engine for run %s did not stop within the grace period", job.run_id)
+        with self._rt.locked():
+            reason = job.signal.reason or RunStatus.CANCELLED
+            finish_run(self._rt, job.worker_id, job.run_id, reason, error)
+        self._rt.sync()
+
+    def shutdown(self) -> None:
+        """Cancel every active run and stop the pool and the watchdog."""
+        jobs = list(self._jobs.values())
+        for job in jobs:
+            job.signal.abort(RunStatus.CANCELLED)
+        for job in jobs:
+            self.settle(job, "cancelled: the runtime is shutting down")
+        self._watchdog.stop()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _execute(self, job: Job) -> None:
+        try:
+            if self._start(job):
+                status, error = self._call_engine(job)
+                with self._rt.locked():
+                    reason = job.signal.reason
+                    if reason is not None:
+                        status, error = reason, _abort_message(reason, job)
+                    finish_run(self._rt, job.worker_id, job.run_id, status, error)
+                self._rt.sync()
+        except WorkerRuntimeError as exc:  # store failure or lock timeout: already typed
+            log.error("run %s could not be recorded: %s", job.run_id, exc.message)
+        finally:
+            job.returned.set()
+
+    def _start(self, job: Job) -> bool:
+        rt = self._rt
+        with rt.locked():
+            record = rt.workers.get(job.worker_id)
+            run = record.active_run if record else None
+            if record is None or run is None or run.run_id != job.run_id or job.signal.is_set():
+                return False
+            run = dataclasses.replace(run, status=RunStatus.RUNNING, started_at=rt.clock.now())
+            event = rt.emit("run_started", job.worker_id, job.run_id)
+            rt.save_worker(record, active_run=run, last_event_id=event.event_id)
+            self._watchdog.add(rt.clock.monotonic() + job.timeout_s, job)
+        return True
+
+    def _call_engine(self, job: Job) -> tuple[RunStatus, str | None]:
+        rt = self._rt
+        with rt.locked():
+            intent = rt.worker(job.worker_id).intent
+        output = _Output(rt, job)
+        ctx = RunContext(
+            runtime_id=rt.runtime_id,
+            worker_id=job.worker_id,
+            run_id=job.run_id,
+            input=job.entry,
+            intent=intent,
+            deadline=rt.clock.monotonic() + job.timeout_s,
+            signal=job.signal,
+            history=lambda: rt.store.read_transcript(job.worker_id, 0, job.entry.sequence + 1),
+        )
+        try:
+            job.engine.run(ctx, output.write)
+            result: tuple[RunStatus, str | None] = (RunStatus.COMPLETED, None)
+        except EngineFailure as exc:
+            result = (RunStatus.FAILED, str(exc) or "the engine failed")
+        except Exception as exc:  # an engine bug must end the run, not the worker
+            log.exception("engine %s crashed in run %s", job.engine.name, job.run_id)
+            result = (RunStatus.FAILED, f"engine error: {type(exc).__name__}")
+        output.flush()
+        return result
+
+
+def _abort_message(reason: RunStatus, job: Job) -> str:
+    if reason is RunStatus.TIMED_OUT:
+        return f"timed out after {job.timeout_s:g}s"
+    return "cancelled"
+
+
+class _Output:
+    """Coalesces engine output into assistant transcript entries.
+
+    Streaming engines emit many small chunks; one entry per chunk would bloat
+    the transcript, so chunks are joined until 4 KiB or 0.2 s have passed.
+    Output past ``max_output_chars`` is cut with a marker.
+    """
+
+    FLUSH_CHARS = 4096
+    FLUSH_SECONDS = 0.2
+
+    def __init__(self, rt: Runtime, job: Job) -> None:
+        self._rt = rt
+        self._job = job
+        self._parts: list[str] = []
+        self._size = 0
+        self._total = 0
+        self._truncated = False
+        self._since = rt.clock.monotonic()
+
+    def write(self, chunk: str) -> None:
+        if not chunk or self._truncated:
+            return
+        room = self._rt.config.max_output_chars - self._total
+        if len(chunk) > room:
+            chunk = chunk[:room] + "\n[output truncated]"
+            self._truncated = True
+        self._parts.append(chunk)
+        self._size += len(chunk)
+        self._total += len(chunk)
+        now = self._rt.clock.monotonic()
+        if (
+            self._truncated
+            or self._size >= self.FLUSH_CHARS
+            or now - self._since >= self.FLUSH_SECONDS
+        ):
+            self.flush()
+
+    def flush(self) -> None:
+        self._since = self._rt.clock.monotonic()
+        if not self._parts:
+            return
+        text, self._parts, self._size = "".join(self._parts), [], 0
+        rt, job = self._rt, self._job
+        with rt.locked():
+            record = rt.workers.get(job.worker_id)
+            if (
+                record is None
+                or record.active_run is None
+                or record.active_run.run_id != job.run_id
+            ):
+                return  # the run was finalized (forced cancel); late output is dropped
+            event = rt.emit("output_appended", job.worker_id, job.run_id, chars=len(text))
+            entry = TranscriptEntry(
+                sequence=record.transcript_len,
+                role=Role.ASSISTANT,
+                content=text,
+                event_id=event.event_id,
+                created_at=rt.clock.now(),
+                run_id=job.run_id,
+            )
+            rt.store.append_transcript(job.worker_id, entry)
+            usage = dataclasses.replace(
+                record.usage, output_chars=record.usage.output_chars + len(text)
+            )
+            rt.save_worker(
+                record,
+                transcript_len=record.transcript_len + 1,
+                last_event_id=event.event_id,
+                usage=usage,
+            )
+
+
+class _Watchdog:
+    """One thread that aborts runs at their deadline and, a grace period later,
+    finalizes those whose engine ignored the abort."""
+
+    def __init__(self, manager: RunManager) -> None:
+        self._manager = manager
+        self._heap: list[tuple[float, int, Job, bool]] = []
+        self._seq = itertools.count()
+        self._cond = threading.Condition()
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+
+    def add(self, deadline: float, job: Job, forced: bool = False) -> None:
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="wr-watchdog", daemon=True)
+                self._thread.start()
+            heapq.heappush(self._heap, (deadline, next(self._seq), job, forced))
+            self._cond.notify()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        rt = self._manager._rt
+        while True:
+            with self._cond:
+                while not self._stopped:
+                    now = rt.clock.monotonic()
+                    if self._heap and self._heap[0][0] <= now:
+                        break
+                    self._cond.wait(self._heap[0][0] - now if self._heap else None)
+                if self._stopped:
+                    return
+                _, _, job, forced = heapq.heappop(self._heap)
+            if job.returned.is_set():
+                continue
+            if not forced:
+                job.signal.abort(RunStatus.TIMED_OUT)
+                self.add(rt.clock.monotonic() + rt.config.cancel_grace_s, job, forced=True)
+                continue
+            try:
+                with rt.locked():
+                    reason = job.signal.reason or RunStatus.TIMED_OUT
+                    finish_run(rt, job.worker_id, job.run_id, reason, _abort_message(reason, job))
+                rt.sync()
+            except WorkerRuntimeError as exc:
+                log.error("could not finalize run %s: %s", job.run_id, exc.message)

@@ -1,0 +1,121 @@
+"""The store interface: where a runtime keeps what must outlive a request.
+
+A store holds one runtime's records (the runtime, its workers, finished runs)
+and logs (events, per-worker transcripts, diagnostics, idempotency keys).
+The runtime calls it with its own lock held, so a store needs no locking of
+its own for writes, but reads may come from any thread.
+
+Writes are *staged*: once a write method returns, later reads see it, but it
+is durable only after :meth:`Store.sync` returns. The runtime acknowledges an
+operation only after ``sync``, which it calls without its lock held, so
+concurrent operations can share one flush (group commit). Any I/O failure is
+raised as :class:`~worker_runtime.errors.RuntimeUnavailable` and never
+swallowed; after a failed ``sync`` the store refuses further writes.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from ..domain import Diagnostic, Event, Run, RuntimeRecord, TranscriptEntry, WorkerRecord
+
+__all__ = ["IdempotencyRecord", "Store", "StoreState"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class IdempotencyRecord:
+    """The first successful answer to a command sent with an idempotency key."""
+
+    key: str
+    fingerprint: str
+    command: str
+    result: dict[str, Any]
+    created_at: str
+
+
+@dataclass(kw_only=True, slots=True)
+class StoreState:
+    """What :meth:`Store.load` found: everything the runtime keeps in memory.
+
+    ``workers`` is in creation order. ``diagnostics`` lists problems the store
+    met while loading (a torn log tail, a corrupt record) that the runtime has
+    not yet recorded; the runtime appends them to the diagnostics log.
+    """
+
+    runtime: RuntimeRecord | None = None
+    workers: list[WorkerRecord] = field(default_factory=list)
+    last_event_id: int = 0
+    diagnostic_count: int = 0
+    last_diagnostic_id: int = 0
+    new_diagnostics: list[tuple[str, str, str | None]] = field(default_factory=list)
+    """(code, message, worker_id or None) for problems found while loading."""
+
+
+class Store(ABC):
+    """Abstract store; :class:`MemoryStore` is the reference implementation."""
+
+    kind: ClassVar[str]
+    runtime_id: str
+
+    @abstractmethod
+    def load(self) -> StoreState:
+        """Read back what is stored (called once, before any write)."""
+
+    @abstractmethod
+    def put_runtime(self, record: RuntimeRecord) -> None:
+        """Replace the runtime record atomically."""
+
+    @abstractmethod
+    def put_worker(self, record: WorkerRecord) -> None:
+        """Replace one worker's record atomically (create it if new)."""
+
+    @abstractmethod
+    def append_transcript(self, worker_id: str, entry: TranscriptEntry) -> None:
+        """Append ``entry``; its ``sequence`` is the worker's current length."""
+
+    @abstractmethod
+    def read_transcript(self, worker_id: str, start: int, limit: int) -> list[TranscriptEntry]:
+        """Entries ``start .. start+limit-1`` (fewer at the end); O(limit)."""
+
+    @abstractmethod
+    def put_run(self, worker_id: str, run: Run) -> None:
+        """Record a finished run so it can be looked up by id later."""
+
+    @abstractmethod
+    def get_run(self, worker_id: str, run_id: str) -> Run | None:
+        """A finished run of this worker, or None."""
+
+    @abstractmethod
+    def append_event(self, event: Event) -> None:
+        """Append ``event``; ids arrive strictly increasing."""
+
+    @abstractmethod
+    def read_events(self, cursor: int, limit: int) -> list[Event]:
+        """Up to ``limit`` events with ``event_id >= cursor``, oldest first; O(limit)."""
+
+    @abstractmethod
+    def append_diagnostic(self, diagnostic: Diagnostic) -> None:
+        """Append a diagnostic record."""
+
+    @abstractmethod
+    def read_diagnostics(self) -> Sequence[Diagnostic]:
+        """All diagnostics, oldest first."""
+
+    @abstractmethod
+    def get_idempotency(self, key: str) -> IdempotencyRecord | None:
+        """The stored answer for ``key``, or None."""
+
+    @abstractmethod
+    def put_idempotency(self, record: IdempotencyRecord) -> None:
+        """Remember the first answer for ``record.key``."""
+
+    @abstractmethod
+    def sync(self) -> None:
+        """Block until every write staged so far is durable."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Make everything durable and release the store (locks, files)."""

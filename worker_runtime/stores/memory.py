@@ -1,0 +1,84 @@
+"""The in-memory store: the reference implementation, and the embedded default.
+
+Nothing survives the process; ``sync`` has nothing to flush.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..domain import Diagnostic, Event, Run, RuntimeRecord, TranscriptEntry, WorkerRecord
+from .base import IdempotencyRecord, Store, StoreState
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore(Store):
+    kind = "memory"
+
+    def __init__(self, runtime_id: str) -> None:
+        self.runtime_id = runtime_id
+        self._runtime: RuntimeRecord | None = None
+        self._workers: dict[str, WorkerRecord] = {}
+        self._transcripts: dict[str, list[TranscriptEntry]] = {}
+        self._runs: dict[tuple[str, str], Run] = {}
+        # Event ids are contiguous from 1, so an event's index is its id - 1.
+        self._events: list[Event] = []
+        self._diagnostics: list[Diagnostic] = []
+        self._idempotency: dict[str, IdempotencyRecord] = {}
+
+    def load(self) -> StoreState:
+        return StoreState(
+            runtime=self._runtime,
+            workers=list(self._workers.values()),
+            last_event_id=self._events[-1].event_id if self._events else 0,
+            diagnostic_count=len(self._diagnostics),
+            last_diagnostic_id=self._diagnostics[-1].id if self._diagnostics else 0,
+        )
+
+    def put_runtime(self, record: RuntimeRecord) -> None:
+        self._runtime = record
+
+    def put_worker(self, record: WorkerRecord) -> None:
+        self._workers[record.worker_id] = record
+        self._transcripts.setdefault(record.worker_id, [])
+
+    def append_transcript(self, worker_id: str, entry: TranscriptEntry) -> None:
+        self._transcripts.setdefault(worker_id, []).append(entry)
+
+    def read_transcript(self, worker_id: str, start: int, limit: int) -> list[TranscriptEntry]:
+        return self._transcripts.get(worker_id, [])[start : start + limit]
+
+    def put_run(self, worker_id: str, run: Run) -> None:
+        self._runs[(worker_id, run.run_id)] = run
+
+    def get_run(self, worker_id: str, run_id: str) -> Run | None:
+        return self._runs.get((worker_id, run_id))
+
+    def append_event(self, event: Event) -> None:
+        self._events.append(event)
+
+    def read_events(self, cursor: int, limit: int) -> list[Event]:
+        if not self._events:
+            return []
+        first = self._events[0].event_id
+        index = max(cursor - first, 0)
+        return self._events[index : index + limit]
+
+    def append_diagnostic(self, diagnostic: Diagnostic) -> None:
+        self._diagnostics.append(diagnostic)
+
+    def read_diagnostics(self) -> Sequence[Diagnostic]:
+        return tuple(self._diagnostics)
+
+    def get_idempotency(self, key: str) -> IdempotencyRecord | None:
+        return self._idempotency.get(key)
+
+    def put_idempotency(self, record: IdempotencyRecord) -> None:
+        self._idempotency.setdefault(record.key, record)
+
+    def sync(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None

@@ -1,0 +1,162 @@
+"""The JSON wire form of commands and results, checked against the package schemas.
+
+``to_json`` turns any command, result or domain value into plain JSON data.
+``decode_command`` validates a wire command with ``jsonschema`` and builds the
+typed command; ``validate_result`` checks a result's JSON against its schema.
+The schemas live in ``schemas/worker_runtime.json`` (one ``$defs`` entry per
+command and per result) and are loaded once with ``importlib.resources``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import types
+import typing
+from collections.abc import Mapping
+from enum import Enum
+from importlib import resources
+from typing import Any, TypeVar
+
+import jsonschema
+from jsonschema.exceptions import best_match
+
+from .commands import COMMANDS, Command
+from .errors import InvalidRequest, InvalidWorkerId
+
+__all__ = [
+    "decode_command",
+    "encode_command",
+    "from_json",
+    "schema_document",
+    "to_json",
+    "validate_result",
+    "validator_for",
+]
+
+T = TypeVar("T")
+
+
+def to_json(value: Any) -> Any:
+    """Plain JSON data (dicts, lists, str, int, float, bool, None) for ``value``."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        # Optional fields (default None) are left out when unset; required
+        # nullable fields (no default) are kept as an explicit null.
+        return {
+            f.name: to_json(v)
+            for f in dataclasses.fields(value)
+            if (v := getattr(value, f.name)) is not None or f.default is not None
+        }
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, list | tuple):
+        return [to_json(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): to_json(v) for k, v in value.items()}
+    return value
+
+
+def from_json(cls: type[T], data: Any) -> T:
+    """Build dataclass ``cls`` from already-validated JSON ``data``.
+
+    Absent keys take the dataclass defaults; nested dataclasses, tuples,
+    enums and optionals follow the type hints.
+    """
+    return typing.cast(T, _convert(cls, data))
+
+
+def _convert(tp: Any, data: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is typing.Union or origin is types.UnionType:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return None if data is None else _convert(args[0], data)
+    if origin is tuple:
+        (item_tp, _ellipsis) = typing.get_args(tp)
+        return tuple(_convert(item_tp, v) for v in data)
+    if origin is dict:
+        return dict(data)
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        hints = _hints(tp)
+        kwargs = {
+            f.name: _convert(hints[f.name], data[f.name])
+            for f in dataclasses.fields(tp)
+            if f.name in data
+        }
+        return tp(**kwargs)
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        return tp(data)
+    if tp is float and isinstance(data, int):
+        return float(data)
+    return data
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+@functools.cache
+def schema_document() -> dict[str, Any]:
+    """The package's schema document (a JSON Schema 2020-12 with ``$defs``)."""
+    text = resources.files(__package__).joinpath("schemas/worker_runtime.json").read_text("utf-8")
+    doc: dict[str, Any] = json.loads(text)
+    jsonschema.Draft202012Validator.check_schema(doc)
+    return doc
+
+
+@functools.cache
+def validator_for(name: str) -> jsonschema.Draft202012Validator:
+    """A validator for ``$defs/<name>`` (a command's args or a result)."""
+    doc = schema_document()
+    if name not in doc["$defs"]:
+        raise KeyError(name)
+    schema = {"$defs": doc["$defs"], "$ref": f"#/$defs/{name}"}
+    return jsonschema.Draft202012Validator(schema)
+
+
+def _pointer(path: Any) -> str:
+    return "/" + "/".join(str(p) for p in path) if path else "/"
+
+
+def _check(name: str, data: Any, prefix: str) -> None:
+    error = best_match(validator_for(name).iter_errors(data))
+    if error is None:
+        return
+    field = prefix + _pointer(error.absolute_path).rstrip("/")
+    details = {"field": field or "/", "reason": error.message[:300]}
+    # A malformed worker id is the one schema failure with its own code.
+    if list(error.absolute_path)[-1:] == ["worker_id"]:
+        raise InvalidWorkerId("worker_id is not a valid worker id", details=details)
+    raise InvalidRequest(f"{field or 'request'}: {error.message[:300]}", details=details)
+
+
+def decode_command(wire: Any) -> Command[Any]:
+    """Validate ``{"command": NAME, "args": {...}}`` and return the typed command.
+
+    Raises ``InvalidRequest`` (with ``details.field`` pointing at the fault)
+    or ``InvalidWorkerId``.
+    """
+    if not isinstance(wire, Mapping) or not isinstance(wire.get("command"), str):
+        raise InvalidRequest(
+            'expected {"command": NAME, "args": {...}}', details={"field": "/command"}
+        )
+    name = wire["command"]
+    cls = COMMANDS.get(name)
+    if cls is None:
+        raise InvalidRequest(f"unknown command {name!r}", details={"field": "/command"})
+    if set(wire) - {"command", "args"}:
+        raise InvalidRequest("unexpected keys beside command and args", details={"field": "/"})
+    args = wire.get("args", {})
+    _check(name, args, "/args")
+    return from_json(cls, args)
+
+
+def encode_command(command: Command[Any]) -> dict[str, Any]:
+    """The wire form of ``command``; ``decode_command`` turns it back into an equal one."""
+    return {"command": type(command).__name__, "args": to_json(command)}
+
+
+def validate_result(result_json: Any, name: str) -> None:
+    """Raise ``jsonschema.ValidationError`` unless ``result_json`` fits ``$defs/<name>``."""
+    validator_for(name).validate(result_json)
