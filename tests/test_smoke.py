@@ -12,4 +12,7 @@ def test_echo_round_trip(runtime: Runtime) -> None:
     end = wait_for_run_end(runtime, ack.run_id)
     assert end.type == "run_completed"
     page = runtime.dispatch(commands.GetTranscript(worker_id=worker.worker_id))
-    assert [(e.role, e.content) for e in page.items] == [(Role.USER, "hello"), (Role.ASSISTANT, "hello")]
+    assert [(e.role, e.content) for e in page.items] == [
+        (Role.USER, "hello"),
+        (Role.ASSISTANT, "hello"),
+    ]
