@@ -8,14 +8,18 @@ from typing import Any
 
 from ..errors import ConfigError
 from .base import Emit, Engine, EngineFailure, RunContext, RunSignal
+from .command import CommandEngine
 from .echo import EchoEngine
+from .openai_chat import OpenAIChatEngine
 
 __all__ = [
     "ENGINES",
+    "CommandEngine",
     "EchoEngine",
     "Emit",
     "Engine",
     "EngineFailure",
+    "OpenAIChatEngine",
     "RunContext",
     "RunSignal",
     "build_engine",
@@ -25,6 +29,8 @@ EngineFactory = Callable[[Mapping[str, Any]], Engine]
 
 ENGINES: dict[str, EngineFactory] = {
     "echo": lambda settings: EchoEngine(),
+    "command": CommandEngine.from_settings,
+    "openai_chat": OpenAIChatEngine.from_settings,
 }
 
 
