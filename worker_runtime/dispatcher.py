@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .commands import Command, R_co
-from .errors import IdempotencyKeyReused, InvalidRequest, UnsupportedOperation
+from .errors import IdempotencyKeyReused, InvalidRequest, RuntimeUnavailable, UnsupportedOperation
 from .handlers import HANDLERS, RESULT_TYPES, Handler
 from .stores import IdempotencyRecord
 from .wire import decode_command, encode_command, from_json, to_json
@@ -44,6 +44,9 @@ class Dispatcher:
 
     def dispatch(self, command: Command[R_co], *, idempotency_key: str | None = None) -> R_co:
         """Run ``command`` and return its result once its writes are durable."""
+        if self._rt.status == "stopping":
+            # Closed (or closing): the store may already be released.
+            raise RuntimeUnavailable("the runtime is closed", details={"retry_after_s": 1})
         handler = self._handlers.get(type(command))
         if handler is None:
             raise UnsupportedOperation(

@@ -8,6 +8,7 @@ after the handler returns, so several commands can share one flush.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,7 @@ from .errors import (
 )
 from .runs import Job, cancel_active_run
 from .views import runtime_info, worker_detail, worker_summary
+from .wire import check_command
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -94,6 +96,9 @@ def get_worker(rt: Runtime, cmd: c.GetWorker) -> r.WorkerDetail:
 def create_worker(rt: Runtime, cmd: c.CreateWorker) -> r.WorkerDetail:
     if cmd.worker_id is not None:
         check_worker_id(cmd.worker_id)
+    # In-process callers bypass decode_command; the record outlives the call,
+    # so its nested values get the same schema check as the wire form.
+    check_command(cmd)
     profile = rt.profiles.resolve(cmd.profile)
     offered = rt.profiles.engine_for(profile).capabilities | profile.capabilities
     missing = sorted({cap.name for cap in cmd.requested_capabilities} - offered)
@@ -196,6 +201,7 @@ def send_input(rt: Runtime, cmd: c.SendInput) -> r.InputAck:
                 worker_id=cmd.worker_id,
                 run_id=run_id,
                 entry=entry,
+                intent=record.intent,
                 engine=rt.profiles.engine_for(profile),
                 timeout_s=profile.timeout_s or rt.config.run_timeout_s,
             )
@@ -211,11 +217,13 @@ def send_input(rt: Runtime, cmd: c.SendInput) -> r.InputAck:
 
 def cancel_run(rt: Runtime, cmd: c.CancelRun) -> r.CancelAck:
     check_worker_id(cmd.worker_id)
+    # With a run_id, only that run is cancelled, checked under the same lock
+    # hold as the abort: a newer run started meanwhile is never touched.
+    ended = cancel_active_run(rt, cmd.worker_id, cmd.reason, only_run_id=cmd.run_id)
     with rt.locked():
         record = rt.worker(cmd.worker_id)
-        active = record.active_run
-        if cmd.run_id is not None and (active is None or active.run_id != cmd.run_id):
-            # The named run is not the active one: report how it ended, cancel nothing.
+        if ended is None and cmd.run_id is not None:
+            # The named run is not active: report how it ended, cancel nothing.
             past = rt.store.get_run(cmd.worker_id, cmd.run_id)
             if past is None:
                 raise InvalidRequest(
@@ -230,12 +238,9 @@ def cancel_run(rt: Runtime, cmd: c.CancelRun) -> r.CancelAck:
                 run_id=past.run_id,
                 run_status=past.status.value,
             )
-    ended = cancel_active_run(rt, cmd.worker_id, cmd.reason)
-    with rt.locked():
-        status = rt.worker(cmd.worker_id).status
     return r.CancelAck(
         worker_ref=rt.ref(cmd.worker_id),
-        status=status,
+        status=record.status,
         event_id=ended.event_id if ended else None,
         cancelled_run_id=ended.run_id if ended else None,
         run_id=ended.run_id if ended else None,
@@ -304,7 +309,10 @@ def get_transcript(rt: Runtime, cmd: c.GetTranscript) -> r.TranscriptPage:
 
 def read_events(rt: Runtime, cmd: c.ReadEvents) -> r.EventPage:
     limit = _limit(cmd.limit, rt.config.default_event_page, rt.config.max_event_page)
-    if cmd.wait < 0 or cmd.wait > rt.config.max_event_wait_s:
+    if cmd.cursor < 0:
+        raise InvalidRequest("cursor must be 0 or more", details={"field": "cursor"})
+    # NaN passes every comparison, and a NaN deadline would spin forever.
+    if not (math.isfinite(cmd.wait) and 0 <= cmd.wait <= rt.config.max_event_wait_s):
         raise InvalidRequest(
             f"wait must be 0 to {rt.config.max_event_wait_s:g} seconds",
             details={"field": "wait", "maximum": rt.config.max_event_wait_s},

@@ -6,7 +6,7 @@ a profiles file (see ``profiles_file``) and are resolved here.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,17 +34,31 @@ class Profile:
 BUILTIN_PROFILES = (Profile(name="echo", kind="builtin", engine="echo"),)
 
 
-class ProfileRegistry:
-    """Resolves profile selectors to profiles and builds one engine per profile."""
+EngineFactory = Callable[[Mapping[str, Any]], Engine]
 
-    def __init__(self, named: Iterable[Profile] = ()) -> None:
+
+class ProfileRegistry:
+    """Resolves profile selectors to profiles and builds one engine per profile.
+
+    ``engines`` adds engine factories (by engine name) beside the built-in
+    ``ENGINES`` registry, for this registry only: how an embedding
+    application, or a test, plugs in an engine of its own.
+    """
+
+    def __init__(
+        self, named: Iterable[Profile] = (), *, engines: Mapping[str, EngineFactory] | None = None
+    ) -> None:
         self._builtin = {p.name: p for p in BUILTIN_PROFILES}
         self._named = {p.name: p for p in named}
+        extra = dict(engines or {})
         self._engines: dict[tuple[str, str], Engine] = {}
         # Build every engine up front so a bad setting fails at start-up.
         for profile in self.all():
-            self._engines[(profile.kind, profile.name)] = build_engine(
-                profile.engine, profile.settings
+            factory = extra.get(profile.engine)
+            self._engines[(profile.kind, profile.name)] = (
+                factory(profile.settings)
+                if factory is not None
+                else build_engine(profile.engine, profile.settings)
             )
 
     def all(self) -> list[Profile]:

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .domain import Event, Role, RunStatus, Severity, TranscriptEntry, WorkerStatus
+from .domain import Event, Role, RunStatus, Severity, TranscriptEntry, WorkerIntent, WorkerStatus
 from .engines import Engine, EngineFailure, RunContext, RunSignal
 from .errors import WorkerRuntimeError
 
@@ -47,8 +47,11 @@ class Job:
     engine: Engine
     timeout_s: float
     entry: TranscriptEntry
+    intent: WorkerIntent
     signal: RunSignal = field(default_factory=RunSignal)
     returned: threading.Event = field(default_factory=threading.Event)
+    abort_error: str | None = None
+    """The cancel's message (with the caller's reason), set with the signal."""
     final_event_id: int | None = None
     final_status: RunStatus | None = None
 
@@ -101,19 +104,22 @@ class Ended:
     event_id: int | None
 
 
-def cancel_active_run(rt: Runtime, worker_id: str, reason: str | None) -> Ended | None:
+def cancel_active_run(
+    rt: Runtime, worker_id: str, reason: str | None, *, only_run_id: str | None = None
+) -> Ended | None:
     """Abort the worker's active run and wait (bounded) until it has ended.
 
-    Call without the lock. Returns None if no run was active.
+    Call without the lock. Returns None if no run was active, or if
+    ``only_run_id`` is given and the active run is another one.
     """
     why = f"cancelled: {reason}" if reason else "cancelled"
     with rt.locked():
         run = rt.worker(worker_id).active_run
-        if run is None:
+        if run is None or only_run_id not in (None, run.run_id):
             return None
         job = rt.runs.active(worker_id)
-        if job is not None:
-            job.signal.abort(RunStatus.CANCELLED)
+        if job is not None and job.signal.abort(RunStatus.CANCELLED):
+            job.abort_error = why
         if job is None or run.status is RunStatus.QUEUED:
             # Never started (or left over from recovery): nothing to stop, end it now.
             event = finish_run(rt, worker_id, run.run_id, RunStatus.CANCELLED, why)
@@ -122,7 +128,7 @@ def cancel_active_run(rt: Runtime, worker_id: str, reason: str | None) -> Ended 
                 status=RunStatus.CANCELLED,
                 event_id=event.event_id if event else None,
             )
-    rt.runs.settle(job, why)
+    rt.runs.settle(job)
     return Ended(run_id=run.run_id, status=job.final_status, event_id=job.final_event_id)
 
 
@@ -154,23 +160,34 @@ class RunManager:
     def count(self) -> int:
         return len(self._jobs)
 
-    def settle(self, job: Job, error: str) -> None:
+    def settle(self, job: Job) -> None:
         """Wait up to the grace period for an aborted engine to return, then
         finalize the run with the signal's reason whether or not it did."""
         if not job.returned.wait(self._rt.config.cancel_grace_s):
             log.warning("engine for run %s did not stop within the grace period", job.run_id)
         with self._rt.locked():
             reason = job.signal.reason or RunStatus.CANCELLED
-            finish_run(self._rt, job.worker_id, job.run_id, reason, error)
+            finish_run(self._rt, job.worker_id, job.run_id, reason, _abort_message(reason, job))
         self._rt.sync()
 
     def shutdown(self) -> None:
         """Cancel every active run and stop the pool and the watchdog."""
-        jobs = list(self._jobs.values())
+        rt, why = self._rt, "cancelled: the runtime is shutting down"
+        with rt.locked():  # run threads change ``_jobs`` under this lock
+            jobs = list(self._jobs.values())
+            for job in jobs:
+                job.signal.abort(RunStatus.CANCELLED)
+                run = rt.workers[job.worker_id].active_run
+                if run is not None and run.status is RunStatus.QUEUED:
+                    finish_run(rt, job.worker_id, job.run_id, RunStatus.CANCELLED, why)
+        # One grace period for all engines, not one each.
+        deadline = rt.clock.monotonic() + rt.config.cancel_grace_s
         for job in jobs:
-            job.signal.abort(RunStatus.CANCELLED)
-        for job in jobs:
-            self.settle(job, "cancelled: the runtime is shutting down")
+            job.returned.wait(max(deadline - rt.clock.monotonic(), 0.0))
+            with rt.locked():
+                reason = job.signal.reason or RunStatus.CANCELLED
+                finish_run(rt, job.worker_id, job.run_id, reason, why)
+        rt.sync()
         self._watchdog.stop()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
@@ -204,15 +221,13 @@ class RunManager:
 
     def _call_engine(self, job: Job) -> tuple[RunStatus, str | None]:
         rt = self._rt
-        with rt.locked():
-            intent = rt.worker(job.worker_id).intent
         output = _Output(rt, job)
         ctx = RunContext(
             runtime_id=rt.runtime_id,
             worker_id=job.worker_id,
             run_id=job.run_id,
             input=job.entry,
-            intent=intent,
+            intent=job.intent,
             deadline=rt.clock.monotonic() + job.timeout_s,
             signal=job.signal,
             history=lambda: rt.store.read_transcript(job.worker_id, 0, job.entry.sequence + 1),
@@ -232,7 +247,7 @@ class RunManager:
 def _abort_message(reason: RunStatus, job: Job) -> str:
     if reason is RunStatus.TIMED_OUT:
         return f"timed out after {job.timeout_s:g}s"
-    return "cancelled"
+    return job.abort_error or "cancelled"
 
 
 class _Output:
@@ -319,14 +334,26 @@ class _Watchdog:
         self._cond = threading.Condition()
         self._stopped = False
         self._thread: threading.Thread | None = None
+        self._compact_at = self.MIN_COMPACT
+
+    MIN_COMPACT = 256
 
     def add(self, deadline: float, job: Job, forced: bool = False) -> None:
         with self._cond:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="wr-watchdog", daemon=True)
                 self._thread.start()
+            if len(self._heap) >= self._compact_at:
+                self._compact()
             heapq.heappush(self._heap, (deadline, next(self._seq), job, forced))
             self._cond.notify()
+
+    def _compact(self) -> None:
+        # Finished runs stay in the heap until their deadline, holding their
+        # input; drop them now and then so memory follows the active runs only.
+        self._heap = [item for item in self._heap if item[2].final_status is None]
+        heapq.heapify(self._heap)
+        self._compact_at = max(self.MIN_COMPACT, 2 * len(self._heap))
 
     def stop(self) -> None:
         with self._cond:
@@ -347,7 +374,9 @@ class _Watchdog:
                 if self._stopped:
                     return
                 _, _, job, forced = heapq.heappop(self._heap)
-            if job.returned.is_set():
+            # Not ``job.returned``: an engine that returned but whose end could
+            # not be recorded (store or lock failure) still needs finalizing.
+            if job.final_status is not None:
                 continue
             if not forced:
                 job.signal.abort(RunStatus.TIMED_OUT)

@@ -26,6 +26,7 @@ from .commands import COMMANDS, Command
 from .errors import InvalidRequest, InvalidWorkerId
 
 __all__ = [
+    "check_command",
     "decode_command",
     "encode_command",
     "from_json",
@@ -88,6 +89,9 @@ def _convert(tp: Any, data: Any) -> Any:
         return tp(data)
     if tp is float and isinstance(data, int):
         return float(data)
+    if tp is int and isinstance(data, float):
+        # JSON Schema counts 2.0 as an integer; the handlers need a real int.
+        return int(data)
     return data
 
 
@@ -150,6 +154,15 @@ def decode_command(wire: Any) -> Command[Any]:
     args = wire.get("args", {})
     _check(name, args, "/args")
     return from_json(cls, args)
+
+
+def check_command(command: Command[Any]) -> None:
+    """Validate an in-process command's values against its wire schema.
+
+    Typed callers skip ``decode_command``; this gives them the same checks
+    (and the same ``InvalidRequest`` pointing at the field).
+    """
+    _check(type(command).__name__, to_json(command), "")
 
 
 def encode_command(command: Command[Any]) -> dict[str, Any]:
