@@ -1,0 +1,120 @@
+"""Reading a request: JSON bodies and typed query parameters, with typed 4xx errors.
+
+Query strings are strings: integers and numbers are converted here (a bad one
+is 400 ``invalid_query`` naming the parameter); everything else is passed on
+as text for the core's schema to judge.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from enum import Enum
+from typing import Any
+
+import falcon
+
+from worker_runtime.errors import InvalidQuery
+
+from .errors import ApiError
+
+__all__ = ["Kind", "parse_query", "read_json_object"]
+
+_INTEGER = re.compile(r"-?[0-9]{1,18}")
+_NUMBER = re.compile(r"-?[0-9]{1,18}(\.[0-9]{1,9})?")
+
+
+class Kind(Enum):
+    """How a query parameter is converted before it reaches the command."""
+
+    INTEGER = "integer"
+    NUMBER = "number"
+    TEXT = "text"
+
+
+def _invalid(name: str, message: str) -> InvalidQuery:
+    return InvalidQuery(f"query parameter {name!r}: {message}", details={"parameter": name})
+
+
+def _convert(name: str, kind: Kind, raw: str) -> Any:
+    if kind is Kind.INTEGER:
+        if not _INTEGER.fullmatch(raw):
+            raise _invalid(name, "expected an integer")
+        return int(raw)
+    if kind is Kind.NUMBER:
+        # A plain decimal only: float() would also take "nan", "inf" and "1e9999".
+        if not _NUMBER.fullmatch(raw) or not math.isfinite(value := float(raw)):
+            raise _invalid(name, "expected a number")
+        return value
+    return raw
+
+
+def parse_query(req: falcon.Request, spec: Mapping[str, Kind]) -> dict[str, Any]:
+    """The query parameters as command args; unknown or repeated ones are refused."""
+    if not req.query_string:
+        return {}
+    args: dict[str, Any] = {}
+    for name, raw in req.params.items():
+        if name not in spec:
+            raise _invalid(name, "unknown parameter")
+        if not isinstance(raw, str):
+            raise _invalid(name, "given more than once")
+        args[name] = _convert(name, spec[name], raw)
+    return args
+
+
+def _media_type(req: falcon.Request) -> str:
+    return (req.content_type or "").partition(";")[0].strip().lower()
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("number out of range")
+    return value
+
+
+def read_json_object(req: falcon.Request, max_bytes: int) -> dict[str, Any]:
+    """The request body as a JSON object; an absent or empty body is ``{}``.
+
+    A body needs ``Content-Type: application/json`` (415 otherwise); more than
+    ``max_bytes`` is 413 even when no ``Content-Length`` announced it.
+    """
+    length = req.content_length
+    chunked = "chunked" in (req.get_header("Transfer-Encoding") or "").lower()
+    if not length and not chunked:
+        return {}
+    if _media_type(req) != "application/json":
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            "request bodies must be 'application/json'",
+            details={"content_type": (req.content_type or "")[:100]},
+        )
+    raw = req.bounded_stream.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise ApiError(
+            413,
+            "payload_too_large",
+            f"the request body is larger than {max_bytes} bytes",
+            details={"maximum": max_bytes},
+        )
+    if not raw:
+        return {}
+    try:
+        data = json.loads(
+            raw.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float
+        )
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}"[:300]) from None
+    if not isinstance(data, dict):
+        raise ApiError(
+            400, "invalid_request", "the body must be a JSON object", details={"field": "/"}
+        )
+    return data
