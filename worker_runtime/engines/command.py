@@ -157,7 +157,8 @@ class CommandEngine(Engine):
 
 class _BoundedOutput:
     """Decodes stdout as UTF-8 (bad bytes become U+FFFD; a character split across
-    reads survives) and stops passing it on past ``limit`` bytes. The rest is read
+    reads survives) and stops passing it on past ``limit`` bytes (never half a
+    character). The rest is read
     and dropped so the program is never blocked on a full pipe."""
 
     def __init__(self, emit: Emit, limit: int) -> None:
@@ -173,7 +174,8 @@ class _BoundedOutput:
             chunk = chunk[: self._room]
             self._truncated = True
         self._room -= len(chunk)
-        text = self._decoder.decode(chunk, final=self._truncated)
+        # Not final even when truncated: a character cut by the limit is dropped whole.
+        text = self._decoder.decode(chunk)
         if self._truncated:
             text += TRUNCATED
         self._emit(text)
