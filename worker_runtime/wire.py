@@ -120,14 +120,29 @@ def validator_for(name: str) -> jsonschema.Draft202012Validator:
 
 
 def _pointer(path: Any) -> str:
-    return "/" + "/".join(str(p) for p in path) if path else "/"
+    """A JSON Pointer (RFC 6901) to ``path``."""
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in path) or "/"
+
+
+def _field(error: jsonschema.ValidationError) -> list[Any]:
+    """The path of the offending field: for a missing or an unexpected
+    property, the property itself rather than the object holding it."""
+    path = list(error.absolute_path)
+    instance, schema = error.instance, error.schema
+    if isinstance(instance, Mapping) and isinstance(schema, Mapping):
+        if error.validator == "required":
+            path += [p for p in error.validator_value if p not in instance][:1]
+        elif error.validator == "additionalProperties":
+            path += [k for k in instance if k not in schema.get("properties", {})][:1]
+    return path
 
 
 def _check(name: str, data: Any, prefix: str) -> None:
     error = best_match(validator_for(name).iter_errors(data))
     if error is None:
         return
-    field = prefix + _pointer(error.absolute_path).rstrip("/")
+    # An unexpected key is caller-chosen text: keep the pointer short.
+    field = (prefix + _pointer(_field(error)).rstrip("/"))[:300]
     details = {"field": field or "/", "reason": error.message[:300]}
     # A malformed worker id is the one schema failure with its own code.
     if list(error.absolute_path)[-1:] == ["worker_id"]:
