@@ -156,8 +156,16 @@ BAD_WIRE = [
     ({"command": "GetRuntime", "args": {}, "extra": 1}, "invalid_request", "/"),
     ({"command": "GetRuntime", "args": []}, "invalid_request", "/args"),
     ({"command": "GetWorker", "args": {}}, "invalid_request", "/args/worker_id"),
-    ({"command": "GetWorker", "args": {"worker_id": "../etc"}}, "invalid_worker_id", "/args/worker_id"),
-    ({"command": "GetWorker", "args": {"worker_id": "w\n"}}, "invalid_worker_id", "/args/worker_id"),
+    (
+        {"command": "GetWorker", "args": {"worker_id": "../etc"}},
+        "invalid_worker_id",
+        "/args/worker_id",
+    ),
+    (
+        {"command": "GetWorker", "args": {"worker_id": "w\n"}},
+        "invalid_worker_id",
+        "/args/worker_id",
+    ),
     ({"command": "GetWorker", "args": {"worker_id": 7}}, "invalid_worker_id", "/args/worker_id"),
     ({"command": "CreateWorker", "args": {"bogus": 1}}, "invalid_request", "/args/bogus"),
     ({"command": "CreateWorker", "args": {"a/b": 1}}, "invalid_request", "/args/a~1b"),
@@ -190,13 +198,17 @@ BAD_WIRE = [
     ({"command": "ListWorkers", "args": {"status": "zombie"}}, "invalid_request", "/args/status"),
     ({"command": "ReadEvents", "args": {"wait": -1}}, "invalid_request", "/args/wait"),
     ({"command": "ReadEvents", "args": {"cursor": True}}, "invalid_request", "/args/cursor"),
-    ({"command": "GetTranscript", "args": {"worker_id": "w", "start": 1.5}}, "invalid_request", "/args/start"),
+    (
+        {"command": "GetTranscript", "args": {"worker_id": "w", "start": 1.5}},
+        "invalid_request",
+        "/args/start",
+    ),
     (
         {"command": "CancelRun", "args": {"worker_id": "w", "run_id": "r\n"}},
         "invalid_request",
         "/args/run_id",
     ),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("wire", "code", "field"), BAD_WIRE)
