@@ -1,0 +1,102 @@
+"""Group commit: many threads waiting for durability share one flush.
+
+Writers stage changes under a mutex and bump a generation number. A thread
+that needs its writes durable calls :meth:`GroupCommit.sync`: if nobody is
+flushing it becomes the leader, takes everything staged so far and flushes
+it without the mutex; threads arriving meanwhile wait on a condition until a
+flush covering their generation is done, and one of them leads the next
+flush. Under load a flush covers many writers at the cost of one.
+
+A failed flush is never retried: after a failed fsync the kernel may have
+dropped the data, so the failure sticks and every later stage or sync
+raises :class:`~worker_runtime.errors.RuntimeUnavailable`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from ..errors import RuntimeUnavailable
+
+__all__ = ["GroupCommit"]
+
+B = TypeVar("B")
+log = logging.getLogger("worker_runtime.stores")
+
+
+class GroupCommit(Generic[B]):
+    """Leader/follower flushing around ``take`` (mutex held), ``flush`` (mutex
+    released) and ``done`` (mutex held, only after a successful flush)."""
+
+    def __init__(
+        self,
+        mutex: threading.Lock,
+        *,
+        take: Callable[[], B],
+        flush: Callable[[B], None],
+        done: Callable[[B], None],
+    ) -> None:
+        self._cond = threading.Condition(mutex)
+        self._take = take
+        self._flush = flush
+        self._done = done
+        self._staged = 0
+        self._durable = 0
+        self._flushing = False
+        self._failure: str | None = None
+        self.flushes = 0  # how many flushes ran (for tests and benchmarks)
+
+    def check(self) -> None:
+        """Raise ``RuntimeUnavailable`` if a flush has failed (mutex held)."""
+        if self._failure is not None:
+            raise RuntimeUnavailable(
+                f"the store failed and accepts no more writes: {self._failure}",
+                details={"retry_after_s": 1},
+            )
+
+    def staged(self) -> None:
+        """Count one staged write (mutex held); refused after a failure."""
+        self.check()
+        self._staged += 1
+
+    def sync(self) -> None:
+        """Return once every write staged before the call is durable."""
+        with self._cond:
+            target = self._staged
+            while True:
+                self.check()
+                if self._durable >= target:
+                    return
+                if self._flushing:
+                    self._cond.wait()
+                else:
+                    self._lead()
+
+    def _lead(self) -> None:
+        generation = self._staged
+        batch = self._take()
+        self._flushing = True
+        failure: str | None = "the flush was interrupted"
+        self._cond.release()
+        try:
+            self._flush(batch)
+            failure = None
+        except OSError as exc:
+            failure = f"{exc.strerror or type(exc).__name__} (errno {exc.errno})"
+            log.error("store flush failed: %s", exc)
+        finally:
+            # Any other exception is a bug: it propagates, and the sticky failure
+            # set here still stops every writer from assuming durability.
+            self._cond.acquire()
+            self._flushing = False
+            self.flushes += 1
+            if failure is None:
+                self._done(batch)
+                self._durable = generation
+            else:
+                self._failure = failure
+            self._cond.notify_all()
+        self.check()

@@ -1,0 +1,160 @@
+"""Low-level file operations of the fs store: explicit fsyncs, no swallowed ``OSError``.
+
+Every system call that changes a file goes through one :class:`FileOps`
+object, so a test can inject a failing ``write`` or ``fsync`` with a small
+subclass (a fake, not a mock). Nothing here retries: after a failed fsync
+the kernel may already have dropped the dirty pages, so the caller must
+treat the store as failed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+__all__ = ["FileOps", "Parallel"]
+
+
+class FileOps:
+    """The file system calls the fs store makes (override to inject faults)."""
+
+    def open(self, path: str, flags: int, mode: int = 0o644) -> int:
+        return os.open(path, flags | os.O_CLOEXEC, mode)
+
+    def close(self, fd: int) -> None:
+        os.close(fd)
+
+    def write(self, fd: int, data: bytes | memoryview) -> None:
+        """Write all of ``data`` (``os.write`` may write less than asked)."""
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+
+    def pwrite(self, fd: int, data: bytes, offset: int) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(fd, view, offset)
+            view, offset = view[written:], offset + written
+
+    def pread(self, fd: int, size: int, offset: int) -> bytes:
+        """Up to ``size`` bytes at ``offset`` (fewer only at end of file)."""
+        parts: list[bytes] = []
+        while size > 0:
+            chunk = os.pread(fd, size, offset)
+            if not chunk:
+                break
+            parts.append(chunk)
+            size, offset = size - len(chunk), offset + len(chunk)
+        return b"".join(parts)
+
+    def fsync(self, fd: int) -> None:
+        os.fsync(fd)
+
+    def truncate(self, fd: int, size: int) -> None:
+        os.ftruncate(fd, size)
+
+    def replace(self, src: str, dst: str) -> None:
+        os.replace(src, dst)
+
+    def mkdir(self, path: str) -> bool:
+        """Create ``path``; True if it was created, False if it existed."""
+        try:
+            os.mkdir(path, 0o755)
+        except FileExistsError:
+            return False
+        return True
+
+    def fsync_dir(self, path: str) -> None:
+        """Make the directory's entries (creates, renames) durable."""
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            self.fsync(fd)
+        finally:
+            os.close(fd)
+
+    # -- compound operations --------------------------------------------------
+
+    def write_synced(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        """Write ``path`` from scratch and fsync it (the first half of an atomic replace)."""
+        fd = self.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        try:
+            self.write(fd, data)
+            self.fsync(fd)
+        finally:
+            self.close(fd)
+
+    def atomic_write(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        """Replace ``path`` atomically: temp file in the same directory, fsync,
+        ``os.replace``, fsync the directory. Readers see the old or the new file."""
+        temp = path + ".tmp"
+        self.write_synced(temp, data, mode)
+        self.replace(temp, path)
+        self.fsync_dir(os.path.dirname(path))
+
+    def makedirs(self, path: str) -> None:
+        """Create ``path`` and missing parents, fsyncing each new entry's parent."""
+        parent = os.path.dirname(path)
+        if parent and parent != path and not os.path.isdir(parent):
+            self.makedirs(parent)
+        if self.mkdir(path):
+            self.fsync_dir(parent or ".")
+
+    def read_file(self, path: str) -> bytes | None:
+        """The whole file, or None if it does not exist."""
+        try:
+            fd = self.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            return self.pread(fd, os.fstat(fd).st_size, 0)
+        finally:
+            self.close(fd)
+
+    def keep_aside(self, path: str, data: bytes) -> str:
+        """Save bytes cut from ``path`` next to it (``<path>.torn-<ns>``); returns the name."""
+        aside = f"{path}.torn-{time.time_ns()}"
+        self.write_synced(aside, data)
+        self.fsync_dir(os.path.dirname(path))
+        return aside
+
+
+class Parallel:
+    """Runs independent fsyncs at the same time.
+
+    On a journalling file system concurrent fsyncs share journal commits, so
+    a flush that touches many files waits for about one commit, not one per
+    file. The pool is created on first use and lives as long as its store.
+    """
+
+    def __init__(self, threads: int = 8) -> None:
+        self._threads = threads
+        self._pool: ThreadPoolExecutor | None = None
+
+    def run(self, tasks: Sequence[Callable[[], None]]) -> None:
+        """Run every task; wait for all of them, then raise the first failure."""
+        if len(tasks) <= 1:
+            for task in tasks:
+                task()
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="wr-fsync")
+        futures = [self._pool.submit(task) for task in tasks[1:]]
+        first: BaseException | None = None
+        try:
+            tasks[0]()
+        except BaseException as exc:
+            first = exc
+        for future in futures:
+            failed = future.exception()
+            if failed is not None and first is None:
+                first = failed
+        if first is not None:
+            raise first
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
