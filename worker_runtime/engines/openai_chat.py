@@ -224,8 +224,10 @@ def _read_stream(response: http.client.HTTPResponse, emit: Emit, key: str | None
 
 
 def _read_whole(response: http.client.HTTPResponse, emit: Emit) -> None:
-    raw = response.read(MAX_BODY_BYTES + 1)
-    if len(raw) > MAX_BODY_BYTES:
+    too_large = response.length is not None and response.length > MAX_BODY_BYTES
+    # Without a size, read() raises IncompleteRead when the body is cut short.
+    raw = b"" if too_large else response.read(None if response.length else MAX_BODY_BYTES + 1)
+    if too_large or len(raw) > MAX_BODY_BYTES:
         raise EngineFailure(f"the endpoint's reply is larger than {MAX_BODY_BYTES} bytes")
     reply = _json(raw)
     try:
