@@ -25,7 +25,13 @@ TOKEN = "test-token-0123456789abcdef0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 SPEC_CODES: dict[int, set[str]] = {
-    400: {"invalid_json", "invalid_request", "invalid_worker_id", "invalid_query", "limit_too_large"},
+    400: {
+        "invalid_json",
+        "invalid_request",
+        "invalid_worker_id",
+        "invalid_query",
+        "limit_too_large",
+    },
     401: {"unauthorized"},
     403: {"browser_origin_forbidden"},
     404: {"worker_not_found", "not_found"},
@@ -99,7 +105,9 @@ class Conformance:
         self.document = document
 
     def _validator(self, schema: dict[str, Any]) -> jsonschema.Draft202012Validator:
-        return jsonschema.Draft202012Validator({**schema, "components": self.document["components"]})
+        return jsonschema.Draft202012Validator(
+            {**schema, "components": self.document["components"]}
+        )
 
     def _response(self, method: str, template: str, status: int) -> dict[str, Any]:
         operation = self.document["paths"][template][method.lower()]

@@ -184,9 +184,9 @@ def test_input_to_a_busy_worker_is_409_and_cancel_frees_it(
     c: testing.TestClient, conf: Conformance
 ) -> None:
     create(c, {"worker_id": "slow", **HOLD})
-    run_id = c.simulate_post(
-        "/v1/workers/slow/input", json={"content": "one"}, headers=AUTH
-    ).json["ack"]["run_id"]
+    run_id = c.simulate_post("/v1/workers/slow/input", json={"content": "one"}, headers=AUTH).json[
+        "ack"
+    ]["run_id"]
     busy = c.simulate_post("/v1/workers/slow/input", json={"content": "two"}, headers=AUTH)
     assert (busy.status_code, error_code(busy)) == (409, "worker_busy")
     cancel = c.simulate_post("/v1/workers/slow/cancel", json={"reason": "enough"}, headers=AUTH)
