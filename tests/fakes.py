@@ -17,6 +17,7 @@ from worker_runtime.clock import Clock
 from worker_runtime.domain import ProfileSelector
 from worker_runtime.engines import Emit, Engine, EngineFailure, RunContext
 from worker_runtime.profiles import Profile, ProfileRegistry
+from worker_runtime.stores import Store
 
 POLL_S = 0.005
 """How often a held run looks at its abort signal (as the real engines do)."""
@@ -31,6 +32,7 @@ def make_runtime(
     *,
     timeouts: Mapping[str, float] | None = None,
     clock: Clock | None = None,
+    store: Store | None = None,
     **config: Any,
 ) -> Runtime:
     """A memory runtime with one named profile per entry of ``engines``
@@ -43,7 +45,7 @@ def make_runtime(
     factories = {name: _factory(engine) for name, engine in engines.items()}
     registry = ProfileRegistry(profiles, engines=factories)
     config.setdefault("runtime_id", "rt-test")
-    return Runtime.open(RuntimeConfig(**config), profiles=registry, clock=clock)
+    return Runtime.open(RuntimeConfig(**config), profiles=registry, clock=clock, store=store)
 
 
 def _factory(engine: Engine) -> Callable[[Mapping[str, Any]], Engine]:
