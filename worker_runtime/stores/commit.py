@@ -57,6 +57,10 @@ class GroupCommit(Generic[B]):
                 details={"retry_after_s": 1},
             )
 
+    def fail(self, reason: str) -> None:
+        """Refuse every later stage and sync (mutex held), e.g. once the store is closed."""
+        self._failure = self._failure or reason
+
     def staged(self) -> None:
         """Count one staged write (mutex held); refused after a failure."""
         self.check()

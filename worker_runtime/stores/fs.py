@@ -239,6 +239,8 @@ class FsStore(Store):
         try:
             self._commit.sync()
         finally:
+            with self._mutex:
+                self._commit.fail("the store is closed")
             self._parallel.close()
             self._lock_file.release()
 

@@ -1,0 +1,221 @@
+"""The fs store through the runtime: what survives a restart, ids, paging, group
+commit, and I/O failures that must never be acknowledged."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from worker_runtime import Runtime, RuntimeConfig
+from worker_runtime import commands as c
+from worker_runtime.clock import new_id
+from worker_runtime.domain import Event, Role, RunStatus, RuntimeRecord, WorkerStatus
+from worker_runtime.errors import IdempotencyKeyReused, RuntimeUnavailable, WorkerNotFound
+from worker_runtime.stores.fs import FsStore
+
+from .fakes import GateEngine
+from .fs_support import RUNTIME_ID, FaultyOps, child, open_runtime, read_line
+from .helpers import wait_for_event, wait_for_run_end
+
+NOW = "2024-01-01T00:00:00.000Z"
+
+
+def _converse(rt, worker_id: str, *texts: str) -> None:  # type: ignore[no-untyped-def]
+    for text in texts:
+        ack = rt.dispatch(c.SendInput(worker_id=worker_id, content=text))
+        assert wait_for_run_end(rt, ack.run_id).type == "run_completed"
+
+
+def _snapshot(rt):  # type: ignore[no-untyped-def]
+    workers = rt.dispatch(c.ListWorkers(limit=1000)).workers
+    return {
+        "workers": workers,
+        "details": [rt.dispatch(c.GetWorker(worker_id=w.worker_id)) for w in workers],
+        "transcripts": [
+            rt.dispatch(c.GetTranscript(worker_id=w.worker_id, limit=256)).items for w in workers
+        ],
+        "diagnostics": rt.dispatch(c.GetDiagnostics()).diagnostics,
+        "events": rt.dispatch(c.ReadEvents(cursor=0, limit=1000)).events,
+    }
+
+
+def test_restart_brings_everything_back(tmp_path: Path) -> None:
+    with open_runtime(tmp_path) as rt:
+        first = rt.dispatch(
+            c.CreateWorker(worker_id="alpha", display_name="a"), idempotency_key="k1"
+        )
+        rt.dispatch(c.CreateWorker(worker_id="beta"))
+        rt.dispatch(c.CreateWorker(worker_id="gamma"))
+        _converse(rt, "alpha", "one", "two")
+        _converse(rt, "gamma", "three")
+        rt.dispatch(c.StopWorker(worker_id="beta", reason="done"))
+        before = _snapshot(rt)
+    with open_runtime(tmp_path) as rt:
+        after = _snapshot(rt)
+        assert after["workers"] == before["workers"]
+        assert after["details"] == before["details"]
+        assert after["transcripts"] == before["transcripts"]
+        assert after["diagnostics"] == before["diagnostics"]
+        old_events = before["events"]
+        assert after["events"][: len(old_events)] == old_events
+        restarted = after["events"][len(old_events)]
+        assert (restarted.type, restarted.event_id) == (
+            "runtime_started",
+            old_events[-1].event_id + 1,
+        )
+        # The idempotency key outlived the process: a retry replays, a new body is refused.
+        again = rt.dispatch(
+            c.CreateWorker(worker_id="alpha", display_name="a"), idempotency_key="k1"
+        )
+        assert again == first
+        with pytest.raises(IdempotencyKeyReused):
+            rt.dispatch(c.CreateWorker(worker_id="delta"), idempotency_key="k1")
+        # Stopped stays stopped; counters and sequences continue where they were.
+        assert rt.dispatch(c.GetWorker(worker_id="beta")).status is WorkerStatus.STOPPED
+        _converse(rt, "alpha", "four")
+        page = rt.dispatch(c.GetTranscript(worker_id="alpha"))
+        assert [e.sequence for e in page.items] == list(range(6))
+        assert [e.content for e in page.items if e.role is Role.USER] == ["one", "two", "four"]
+        assert rt.dispatch(c.GetWorker(worker_id="alpha")).usage.inputs == 3
+
+
+def test_runtime_id_is_created_once_per_data_dir(tmp_path: Path) -> None:
+    ids = []
+    for _ in range(2):
+        with Runtime.open(RuntimeConfig(store="fs", data_dir=str(tmp_path / "a"))) as rt:
+            ids.append(rt.runtime_id)
+            assert rt.dispatch(c.GetRuntime()).runtime_id == rt.runtime_id
+    other = FsStore.open(str(tmp_path / "b"), None, new_id)
+    other.close()
+    assert ids[0] == ids[1]
+    assert (tmp_path / "a" / "default-runtime").read_text().strip() == ids[0]
+    assert other.runtime_id != ids[0]
+    assert (tmp_path / "a" / "runtimes" / ids[0] / "runtime.json").exists()
+
+
+def test_transcript_pages_span_written_and_staged_entries(tmp_path: Path) -> None:
+    with open_runtime(tmp_path) as rt:
+        rt.dispatch(c.CreateWorker(worker_id="w"))
+        _converse(rt, "w", *[f"m{i}" for i in range(30)])
+    with open_runtime(tmp_path) as rt:
+        _converse(rt, "w", "late")
+        whole = rt.dispatch(c.GetTranscript(worker_id="w", limit=256)).items
+        assert [e.sequence for e in whole] == list(range(62))
+        for start, limit in [(0, 1), (5, 7), (55, 10), (61, 5), (62, 3), (100, 2)]:
+            page = rt.dispatch(c.GetTranscript(worker_id="w", start=start, limit=limit))
+            assert page.items == whole[start : start + limit]
+            assert page.total_items == 62
+        events = rt.dispatch(c.ReadEvents(cursor=0, limit=1000)).events
+        for cursor in (1, 17, len(events)):
+            page = rt.dispatch(c.ReadEvents(cursor=cursor, limit=4)).events
+            assert page == events[cursor - 1 : cursor + 3]
+
+
+def test_concurrent_syncs_share_one_flush(tmp_path: Path) -> None:
+    ops = FaultyOps()
+    store = FsStore.open(str(tmp_path), RUNTIME_ID, new_id, ops=ops)
+    store.load()
+    ops.fsync_gate = threading.Event()
+    leader = threading.Thread(target=store.sync)
+    store.put_runtime(_runtime_record())
+    leader.start()
+    assert ops.in_fsync.wait(10)
+    # While the leader is inside its fsync, eight more writers stage and wait.
+    followers = []
+    for i in range(8):
+        store.append_event(_event(i + 1))
+        followers.append(threading.Thread(target=store.sync))
+        followers[-1].start()
+    flushes = store.flushes
+    ops.fsync_gate.set()
+    for thread in [leader, *followers]:
+        thread.join(10)
+        assert not thread.is_alive()
+    assert store.flushes - flushes == 2  # the leader's, then one for all eight followers
+    assert [e.event_id for e in store.read_events(1, 100)] == list(range(1, 9))
+    store.close()
+    reopened = FsStore.open(str(tmp_path), RUNTIME_ID, new_id)
+    assert reopened.load().last_event_id == 8
+    reopened.close()
+
+
+def _runtime_record() -> RuntimeRecord:
+    return RuntimeRecord(runtime_id=RUNTIME_ID, display_name=None, created_at=NOW)
+
+
+def _event(event_id: int) -> Event:
+    return Event(event_id=event_id, type="test", created_at=NOW)
+
+
+@pytest.mark.parametrize("fault", ["fail_fsync", "fail_write"])
+def test_an_io_failure_is_never_acknowledged_nor_retried(tmp_path: Path, fault: str) -> None:
+    ops = FaultyOps()
+    rt = open_runtime(tmp_path, ops=ops)
+    try:
+        rt.dispatch(c.CreateWorker(worker_id="kept"))
+        setattr(ops, fault, True)
+        with pytest.raises(RuntimeUnavailable):
+            rt.dispatch(c.CreateWorker(worker_id="lost"))
+        setattr(ops, fault, False)
+        fsyncs = ops.fsyncs
+        # The failure sticks: no later write or sync is accepted, nothing is retried.
+        for command in (c.CreateWorker(worker_id="later"), c.GetRuntime()):
+            with pytest.raises(RuntimeUnavailable) as caught:
+                rt.dispatch(command)
+            assert caught.value.code == "runtime_unavailable"
+        assert ops.fsyncs == fsyncs
+        assert rt.status == "unavailable"
+    finally:
+        with pytest.raises(RuntimeUnavailable):
+            rt.store.close()
+    with open_runtime(tmp_path) as again:
+        assert again.dispatch(c.GetWorker(worker_id="kept")).status is WorkerStatus.IDLE
+        with pytest.raises(WorkerNotFound):
+            again.dispatch(c.GetWorker(worker_id="later"))
+
+
+_HOLD_A_RUN = """
+import sys, threading
+from pathlib import Path
+from worker_runtime import Runtime, RuntimeConfig
+from worker_runtime import commands as c
+from tests.fakes import GateEngine, named
+from tests.fs_support import open_runtime
+from tests.helpers import wait_for_event
+
+rt = open_runtime(Path(sys.argv[1]), engines={"gate": GateEngine()})
+rt.dispatch(c.CreateWorker(worker_id="busy", profile=named("gate")))
+rt.dispatch(c.CreateWorker(worker_id="halted"))
+rt.dispatch(c.StopWorker(worker_id="halted"))
+ack = rt.dispatch(c.SendInput(worker_id="busy", content="hello"))
+wait_for_event(rt, lambda e: e.type == "run_started" and e.run_id == ack.run_id)
+print(ack.run_id, flush=True)
+threading.Event().wait()  # hold the run until the parent kills this process
+"""
+
+
+def test_a_run_active_at_a_crash_comes_back_interrupted(tmp_path: Path) -> None:
+    with child(_HOLD_A_RUN, str(tmp_path)) as process:
+        run_id = read_line(process)
+        process.kill()
+        process.wait(10)
+    gate = GateEngine()
+    with open_runtime(tmp_path, engines={"gate": gate}) as rt:
+        busy = rt.dispatch(c.GetWorker(worker_id="busy"))
+        assert busy.status is WorkerStatus.IDLE
+        assert busy.active_run is None
+        assert busy.last_run is not None
+        assert (busy.last_run.run_id, busy.last_run.status) == (run_id, RunStatus.INTERRUPTED)
+        assert busy.usage.runs_interrupted == 1
+        interrupted = wait_for_event(rt, lambda e: e.type == "run_interrupted")
+        assert interrupted.run_id == run_id
+        assert rt.dispatch(c.GetWorker(worker_id="halted")).status is WorkerStatus.STOPPED
+        codes = [d.code for d in rt.dispatch(c.GetDiagnostics()).diagnostics]
+        assert "run_interrupted" in codes
+        # The worker takes input again, and its transcript continues.
+        ack = rt.dispatch(c.SendInput(worker_id="busy", content="again"))
+        gate.open(ack.run_id)
+        assert wait_for_run_end(rt, ack.run_id).type == "run_completed"
+        assert ack.transcript_sequence == 1
