@@ -30,7 +30,7 @@ from .settings import (
     token_from_env,
 )
 
-__all__ = ["build_parser", "is_loopback", "main", "parse_listen"]
+__all__ = ["build_parser", "check_exposure", "is_loopback", "main", "parse_listen", "serve"]
 
 DEFAULT_LISTEN = "127.0.0.1:8780"
 # waitress's default of 4 threads is soon held by long-polls (``wait``).
@@ -92,10 +92,19 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def check_exposure(listen: str, token: Token | None) -> None:
+    """Refuse a non-loopback address unless the operator configured a token."""
+    host, _port = parse_listen(listen)
+    if not is_loopback(host) and (token is None or not token.explicit):
+        raise ConfigError(
+            f"--listen={listen!r} is not a loopback address: configure a token "
+            "(WORKER_RUNTIME_TOKEN, WORKER_RUNTIME_TOKEN_FILE or --token-file) to serve it"
+        )
+
+
 def _open(
     args: argparse.Namespace, environ: Mapping[str, str]
 ) -> tuple[Runtime, HttpSettings, Token | None]:
-    host, _port = parse_listen(args.listen)
     overrides = {
         "runtime_id": args.runtime_id,
         "store": args.store,
@@ -106,15 +115,12 @@ def _open(
         **{k: v for k, v in overrides.items() if v is not None}
     )
     settings = HttpSettings.from_env(environ)
-    if args.token_file:
-        token = read_token_file(args.token_file, "--token-file")
-    else:
-        token = token_from_env(environ)
-    if not is_loopback(host) and token is None:
-        raise ConfigError(
-            f"--listen={args.listen!r} is not a loopback address: configure a token "
-            "(WORKER_RUNTIME_TOKEN, WORKER_RUNTIME_TOKEN_FILE or --token-file) to serve it"
-        )
+    token: Token | None = (
+        read_token_file(args.token_file, "--token-file")
+        if args.token_file
+        else token_from_env(environ)
+    )
+    check_exposure(args.listen, token)
     return Runtime.open(config), settings, token
 
 
