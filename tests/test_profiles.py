@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from worker_runtime import Runtime, RuntimeConfig, commands, wire
 from worker_runtime.domain import CapabilityRequest, ProfileSelector
 from worker_runtime.errors import ConfigError, UnknownProfile, UnsupportedCapability
 from worker_runtime.profiles import Profile
-from worker_runtime.profiles_file import load_profiles
+from worker_runtime.profiles_file import load_profiles, parse_profiles
 
 from .engine_support import create, reply, run_once
 
@@ -217,3 +218,15 @@ def test_without_a_profiles_file_only_the_builtin_exists() -> None:
     with Runtime.open(RuntimeConfig()) as runtime:
         info = runtime.dispatch(commands.GetRuntime())
     assert [p.name for p in info.profiles] == ["echo"]
+
+
+def test_the_readme_examples_are_valid_profiles_files(tmp_path: Path) -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[
+        readme.index("<!-- section:engines -->") : readme.index("<!-- /section:engines -->")
+    ]
+    examples = re.findall(r"```(json|toml)\n(.*?)```", section, re.S)
+    assert len(examples) == 3
+    for language, text in examples:
+        text = text.replace('"/opt/tools"', json.dumps(str(tmp_path)))  # cwd must exist
+        assert parse_profiles(text.encode(), f"example.{language}")
