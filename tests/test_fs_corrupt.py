@@ -1,0 +1,202 @@
+"""Damaged stores: corrupt records, missing files, records older than their logs.
+
+A damaged worker never stops the runtime and is never silently reset: it is
+reported (``store_corrupt`` naming the file and line) and moved aside.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from worker_runtime import Runtime
+from worker_runtime import commands as c
+from worker_runtime.errors import StoreCorrupt, WorkerNotFound
+
+from .fs_support import open_runtime, runtime_dir
+from .helpers import wait_for_run_end
+
+
+def _talk(rt: Runtime, worker_id: str, *texts: str) -> None:
+    for text in texts:
+        ack = rt.dispatch(c.SendInput(worker_id=worker_id, content=text))
+        assert wait_for_run_end(rt, ack.run_id).type == "run_completed"
+
+
+def _diagnostics(rt: Runtime, code: str) -> list[str]:
+    return [d.message for d in rt.dispatch(c.GetDiagnostics()).diagnostics if d.code == code]
+
+
+def _setup(data_dir: Path, inputs: int = 3) -> None:
+    with open_runtime(data_dir) as rt:
+        rt.dispatch(c.CreateWorker(worker_id="bad"))
+        rt.dispatch(c.CreateWorker(worker_id="good"))
+        _talk(rt, "bad", *[f"b{i}" for i in range(inputs)])
+        _talk(rt, "good", "g")
+
+
+def _all_events(rt: Runtime) -> list[int]:
+    return [e.event_id for e in rt.dispatch(c.ReadEvents(cursor=0, limit=1000)).events]
+
+
+def _assert_quarantined(rt: Runtime, data_dir: Path, *fragments: str) -> None:
+    with pytest.raises(WorkerNotFound):
+        rt.dispatch(c.GetWorker(worker_id="bad"))
+    (message,) = [m for m in _diagnostics(rt, "store_corrupt") if "workers/bad/" in m]
+    for fragment in fragments:
+        assert fragment in message
+    assert _diagnostics(rt, "store_quarantined")
+    (kept,) = (runtime_dir(data_dir) / "quarantine").iterdir()
+    assert kept.name.startswith("bad-")
+    # The others are untouched, and the id can be used again from scratch.
+    assert rt.dispatch(c.GetWorker(worker_id="good")).transcript_len == 2
+    rt.dispatch(c.CreateWorker(worker_id="bad"))
+    _talk(rt, "bad", "fresh")
+    page = rt.dispatch(c.GetTranscript(worker_id="bad"))
+    assert [e.content for e in page.items] == ["fresh", "fresh"]
+
+
+def test_a_corrupt_worker_record_is_reported_and_moved_aside(tmp_path: Path) -> None:
+    _setup(tmp_path)
+    (runtime_dir(tmp_path) / "workers/bad/worker.json").write_bytes(b'{"format": 1, "seq": ')
+    with open_runtime(tmp_path) as rt:
+        _assert_quarantined(rt, tmp_path, "workers/bad/worker.json", "line 1")
+        ids = _all_events(rt)
+        assert ids == sorted(set(ids))
+
+
+def test_a_corrupt_line_inside_a_transcript(tmp_path: Path) -> None:
+    _setup(tmp_path)
+    path = runtime_dir(tmp_path) / "workers/bad/transcript.jsonl"
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[3] = b"{" + b"#" * (len(lines[3]) - 2) + b"\n"  # same length: the index stays right
+    path.write_bytes(b"".join(lines))
+    saved = tmp_path / "saved"
+    shutil.copytree(tmp_path / "runtimes", saved)
+    # Start-up reads only the tail, so the worker loads; reading the line says where it is.
+    with open_runtime(tmp_path) as rt:
+        assert rt.dispatch(c.GetWorker(worker_id="bad")).transcript_len == 6
+        assert len(rt.dispatch(c.GetTranscript(worker_id="bad", limit=3)).items) == 3
+        with pytest.raises(StoreCorrupt) as caught:
+            rt.dispatch(c.GetTranscript(worker_id="bad", start=2, limit=3))
+        assert caught.value.details == {"file": "workers/bad/transcript.jsonl", "line": 4}
+        assert caught.value.code == "store_corrupt"
+    # Without its index the whole log is read again, and the damage found at start-up.
+    shutil.rmtree(tmp_path / "runtimes")
+    shutil.copytree(saved, tmp_path / "runtimes")
+    (runtime_dir(tmp_path) / "workers/bad/transcript.idx").unlink()
+    with open_runtime(tmp_path) as rt:
+        _assert_quarantined(rt, tmp_path, "workers/bad/transcript.jsonl line 4")
+
+
+@pytest.mark.parametrize(
+    ("missing", "fragment"),
+    [
+        ("workers/bad/worker.json", "workers/bad/worker.json is missing"),
+        ("workers/bad/transcript.jsonl", "has 0 entries but the worker record says 6"),
+    ],
+)
+def test_a_missing_worker_file_is_reported(tmp_path: Path, missing: str, fragment: str) -> None:
+    _setup(tmp_path)
+    (runtime_dir(tmp_path) / missing).unlink()
+    with open_runtime(tmp_path) as rt:
+        _assert_quarantined(rt, tmp_path, fragment)
+
+
+@pytest.mark.parametrize("index", ["events.idx", "workers/bad/transcript.idx", "diagnostics.idx"])
+def test_a_missing_index_is_rebuilt(tmp_path: Path, index: str) -> None:
+    _setup(tmp_path)
+    with open_runtime(tmp_path) as rt:
+        before = (
+            rt.dispatch(c.GetTranscript(worker_id="bad", limit=256)).items,
+            rt.dispatch(c.ReadEvents(cursor=0, limit=1000)).events,
+            rt.dispatch(c.GetDiagnostics()).diagnostics,
+        )
+    path = runtime_dir(tmp_path) / index
+    content = path.read_bytes()
+    path.unlink()
+    with open_runtime(tmp_path) as rt:
+        (message,) = _diagnostics(rt, "store_index_rebuilt")
+        assert index.replace(".idx", ".jsonl") in message
+        assert rt.dispatch(c.GetTranscript(worker_id="bad", limit=256)).items == before[0]
+        assert rt.dispatch(c.ReadEvents(cursor=0, limit=1000)).events[: len(before[1])] == before[1]
+        diagnostics = rt.dispatch(c.GetDiagnostics()).diagnostics
+        assert diagnostics[: len(before[2])] == before[2]
+        for start in range(6):
+            page = rt.dispatch(c.GetTranscript(worker_id="bad", start=start, limit=2))
+            assert page.items == before[0][start : start + 2]
+    assert path.read_bytes()[: len(content)] == content
+
+
+def test_a_missing_event_log_is_reported_and_ids_continue(tmp_path: Path) -> None:
+    _setup(tmp_path)
+    with open_runtime(tmp_path) as rt:
+        highest = _all_events(rt)[-1]
+    (runtime_dir(tmp_path) / "events.jsonl").unlink()
+    with open_runtime(tmp_path) as rt:
+        assert any("events.jsonl is missing" in m for m in _diagnostics(rt, "store_corrupt"))
+        _talk(rt, "good", "more")
+        ids = _all_events(rt)
+        assert ids and ids[0] > highest - 1 and ids == list(range(ids[0], ids[0] + len(ids)))
+        assert rt.dispatch(c.GetTranscript(worker_id="good")).total_items == 4
+
+
+def test_a_corrupt_runtime_record_is_reported_and_rewritten(tmp_path: Path) -> None:
+    _setup(tmp_path)
+    (runtime_dir(tmp_path) / "runtime.json").write_bytes(b"not json")
+    with open_runtime(tmp_path) as rt:
+        assert any("runtime.json" in m for m in _diagnostics(rt, "store_corrupt"))
+        assert rt.dispatch(c.GetWorker(worker_id="bad")).transcript_len == 6
+    with open_runtime(tmp_path) as rt:
+        assert not any("runtime.json" in m for m in _diagnostics(rt, "store_corrupt")[1:])
+
+
+def test_a_record_older_than_its_transcript_is_brought_up_to_date(tmp_path: Path) -> None:
+    # A crash between the flush's log fsync and its record rename leaves this state.
+    with open_runtime(tmp_path) as rt:
+        rt.dispatch(c.CreateWorker(worker_id="w"))
+        _talk(rt, "w", "one")
+    record = runtime_dir(tmp_path) / "workers/w/worker.json"
+    old = record.read_bytes()
+    with open_runtime(tmp_path) as rt:
+        _talk(rt, "w", "two", "three")
+    record.write_bytes(old)
+    with open_runtime(tmp_path) as rt:
+        assert _diagnostics(rt, "store_recovered")
+        assert rt.dispatch(c.GetWorker(worker_id="w")).transcript_len == 6
+        ack = rt.dispatch(c.SendInput(worker_id="w", content="four"))
+        assert ack.transcript_sequence == 6
+        wait_for_run_end(rt, ack.run_id)
+        page = rt.dispatch(c.GetTranscript(worker_id="w"))
+        assert [e.sequence for e in page.items] == list(range(8))
+        ids = _all_events(rt)
+        assert ids == list(range(1, len(ids) + 1))
+
+
+def test_entries_whose_events_were_lost_are_cut(tmp_path: Path) -> None:
+    # A crash can keep a transcript append and lose the event log append of the
+    # same flush; those entries were never acknowledged, and keeping them would
+    # let a new event take their event id.
+    with open_runtime(tmp_path) as rt:
+        rt.dispatch(c.CreateWorker(worker_id="w"))
+        _talk(rt, "w", "one")
+    root = runtime_dir(tmp_path)
+    saved = {name: (root / name).read_bytes() for name in ("workers/w/worker.json", "events.jsonl")}
+    with open_runtime(tmp_path) as rt:
+        _talk(rt, "w", "two")
+    for name, data in saved.items():
+        (root / name).write_bytes(data)
+    with open_runtime(tmp_path) as rt:
+        (message,) = _diagnostics(rt, "store_torn_tail")
+        assert "workers/w/transcript.jsonl" in message and "newer than the event log" in message
+        page = rt.dispatch(c.GetTranscript(worker_id="w"))
+        assert [e.content for e in page.items] == ["one", "one"]
+        _talk(rt, "w", "three")
+        page = rt.dispatch(c.GetTranscript(worker_id="w"))
+        events = {e.event_id: e for e in rt.dispatch(c.ReadEvents(cursor=0, limit=1000)).events}
+        assert [e.sequence for e in page.items] == list(range(4))
+        for entry in page.items:  # every entry cites its own event
+            assert events[entry.event_id].run_id == entry.run_id
+    assert list(root.glob("workers/w/transcript.jsonl.torn-*"))
