@@ -10,7 +10,9 @@ The request's ``model`` picks the behaviour:
 - ``stream-error``: a stream whose only event is an ``error`` object;
 - ``drop``: starts a reply (streamed or not), then drops the connection;
 - ``slow``: sends nothing until ``release`` is set; notices (``client_gone``)
-  when the client abandons the request.
+  when the client abandons the request;
+- ``slow-stream``: a ``Connection: close`` stream that stalls after its first
+  event until ``release`` is set (``client_gone`` as for ``slow``).
 
 Every request is recorded (headers and JSON body) in ``requests``.
 """
@@ -82,6 +84,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(401, {"error": {"message": f"Incorrect API key provided: {given}"}})
         elif model == "stream-error":
             self._stream([{"error": {"message": "overloaded"}}], done=False)
+        elif model == "slow-stream":
+            self._slow_stream()
         elif model == "drop":
             self._drop_mid_reply(bool(body.get("stream")))
 
@@ -114,6 +118,17 @@ class _Handler(BaseHTTPRequestHandler):
             self._chunk(b"data: " + json.dumps(_delta("", finish="stop")).encode() + b"\n\n")
             self._chunk(b"data: [DONE]\n\n")
         self._chunk(b"")
+
+    def _slow_stream(self) -> None:
+        # An HTTP/1.0-style stream (no chunking, ends at EOF) whose reply stalls midway.
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(b"data: " + json.dumps(_delta("thinking")).encode() + b"\n\n")
+        self.wfile.flush()
+        if self._wait_for_release():
+            self.wfile.write(b"data: [DONE]\n\n")
 
     def _drop_mid_reply(self, stream: bool) -> None:
         if stream:

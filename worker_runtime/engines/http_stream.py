@@ -7,7 +7,10 @@ run's signal and then shuts the socket down; the blocked read returns at once
 and the engine, seeing the signal, returns. ``shutdown`` rather than ``close``
 because closing a socket another thread is reading is a race; it is called on
 the plain :class:`socket.socket` so that a TLS socket is not torn apart under
-its reader either.
+its reader either. The socket is remembered at connect, because ``http.client``
+drops its own reference once a ``Connection: close`` response starts, while
+the response goes on reading from it. A request still connecting is abandoned
+once connected (or when the connect times out).
 """
 
 from __future__ import annotations
@@ -33,6 +36,22 @@ class SseError(ValueError):
     """The event stream was malformed (a line longer than :data:`MAX_LINE`)."""
 
 
+class _HTTPConnection(http.client.HTTPConnection):
+    last_sock: socket.socket | None = None
+
+    def connect(self) -> None:
+        super().connect()
+        self.last_sock = self.sock
+
+
+class _HTTPSConnection(http.client.HTTPSConnection):
+    last_sock: socket.socket | None = None
+
+    def connect(self) -> None:
+        super().connect()
+        self.last_sock = self.sock
+
+
 class AbortableConnection:
     """One HTTP(S) connection to ``url``'s host, shut down when ``signal`` is set.
 
@@ -41,10 +60,8 @@ class AbortableConnection:
 
     def __init__(self, url: SplitResult, *, timeout: float, signal: RunSignal) -> None:
         host = url.hostname or ""
-        conn_type = (
-            http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
-        )
-        self.conn = conn_type(host, url.port, timeout=timeout)
+        conn_type = _HTTPSConnection if url.scheme == "https" else _HTTPConnection
+        self.conn: _HTTPConnection | _HTTPSConnection = conn_type(host, url.port, timeout=timeout)
         self._signal = signal
         self._done = threading.Event()
         self._watcher = threading.Thread(target=self._watch, name="wr-http-abort", daemon=True)
@@ -70,7 +87,7 @@ class AbortableConnection:
 
     def _shut_down(self) -> bool:
         """Shut the socket down; False while there is none yet (still connecting)."""
-        sock = self.conn.sock
+        sock = self.conn.last_sock
         if sock is None:
             return False
         # An OSError means the peer closed it already: the reader is unblocked either way.
