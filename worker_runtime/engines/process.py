@@ -62,42 +62,51 @@ def run_process(
     stderr_tail_bytes: int = 4096,
 ) -> Exit:
     """Run ``argv`` to completion or until ``should_stop()``; ``OSError`` if it cannot start."""
-    proc = subprocess.Popen(
-        list(argv),
-        stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=dict(env),
-        cwd=cwd,
-        start_new_session=True,
-    )
-    pump = _Pump(proc, stdin or b"", on_stdout, stderr_tail_bytes)
-    try:
-        pump.run(should_stop, term_grace_s)
-    finally:
-        pump.close()
+    # The selector exists before the child does, so no failure can leave a child unwatched.
+    with selectors.DefaultSelector() as selector:
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=dict(env),
+            cwd=cwd,
+            start_new_session=True,
+        )
+        pump = _Pump(proc, selector, stdin or b"", on_stdout, stderr_tail_bytes)
+        try:
+            pump.start()
+            pump.run(should_stop, term_grace_s)
+        finally:
+            pump.close()
     return Exit(returncode=proc.returncode, stderr_tail=bytes(pump.stderr_tail))
 
 
 class _Pump:
-    """The I/O loop of one child; ``close`` always leaves nothing behind."""
+    """The I/O loop of one child; ``close`` always leaves nothing behind (but the
+    selector, which the caller owns)."""
 
     def __init__(
         self,
         proc: subprocess.Popen[bytes],
+        selector: selectors.BaseSelector,
         stdin: bytes,
         on_stdout: Callable[[bytes], None],
         tail_bytes: int,
     ) -> None:
         self._proc = proc
+        self._selector = selector
         self._pending = memoryview(stdin)
         self._on_stdout = on_stdout
         self._tail_bytes = tail_bytes
         self.stderr_tail = bytearray()
-        self._selector = selectors.DefaultSelector()
         self._pidfd = _pidfd_open(proc.pid)
         self._exited = False
         self._reaped = False
+
+    def start(self) -> None:
+        """Watch the pipes (non-blocking) and the pidfd."""
+        proc = self._proc
         for stream, events in (
             (proc.stdout, selectors.EVENT_READ),
             (proc.stderr, selectors.EVENT_READ),
@@ -209,7 +218,6 @@ class _Pump:
                 except subprocess.TimeoutExpired:
                     log.warning("process %d left unreaped", self._proc.pid)
         finally:
-            self._selector.close()
             if self._pidfd is not None:
                 os.close(self._pidfd)
             for stream in (self._proc.stdin, self._proc.stdout, self._proc.stderr):
