@@ -196,7 +196,13 @@ _IDEMPOTENCY_KEY = {
     "in": "header",
     "required": False,
     "description": "a retry with the same key and body replays the first response",
-    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"},
+    "schema": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 255,
+        # Printable ASCII; HTTP trims the ends, so inner spaces are all that can arrive.
+        "pattern": "^[!-~]([ -~]*[!-~])?$",
+    },
 }
 _WORKER_ID = {"name": "worker_id", "in": "path", "required": True, "schema": _ref("Id")}
 

@@ -23,7 +23,7 @@ from .errors import ApiError
 __all__ = ["Kind", "parse_query", "read_json_object"]
 
 _INTEGER = re.compile(r"-?[0-9]{1,18}")
-_NUMBER = re.compile(r"-?[0-9]{1,18}(\.[0-9]{1,9})?")
+_NUMBER = re.compile(r"-?[0-9]{1,18}(\.[0-9]{1,30})?([eE][-+]?[0-9]{1,3})?")
 
 
 class Kind(Enum):
@@ -44,7 +44,7 @@ def _convert(name: str, kind: Kind, raw: str) -> Any:
             raise _invalid(name, "expected an integer")
         return int(raw)
     if kind is Kind.NUMBER:
-        # A plain decimal only: float() would also take "nan", "inf" and "1e9999".
+        # A decimal, as in JSON: float() would also take "nan", "inf" and "1_0".
         if not _NUMBER.fullmatch(raw) or not math.isfinite(value := float(raw)):
             raise _invalid(name, "expected a number")
         return value
