@@ -39,16 +39,21 @@ __all__ = [
 T = TypeVar("T")
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def to_json(value: Any) -> Any:
     """Plain JSON data (dicts, lists, str, int, float, bool, None) for ``value``."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        # Optional fields (default None) are left out when unset; required
-        # nullable fields (no default) are kept as an explicit null.
-        return {
-            f.name: to_json(v)
-            for f in dataclasses.fields(value)
-            if (v := getattr(value, f.name)) is not None or f.default is not None
-        }
+    tp: type = type(value)
+    if tp in _SCALARS:  # exact types: a StrEnum is a str but must become its value
+        return value
+    if hasattr(tp, "__dataclass_fields__"):
+        data = {}
+        for name, optional in _fields(tp):
+            v = getattr(value, name)
+            if v is not None or not optional:
+                data[name] = to_json(v)
+        return data
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, list | tuple):
@@ -101,6 +106,13 @@ def _hints(cls: type) -> dict[str, Any]:
 
 
 @functools.cache
+def _fields(cls: type) -> tuple[tuple[str, bool], ...]:
+    """(name, optional) per field. Optional fields (default None) are left out
+    of the JSON when unset; required nullable ones are kept as an explicit null."""
+    return tuple((f.name, f.default is None) for f in dataclasses.fields(cls))
+
+
+@functools.cache
 def schema_document() -> dict[str, Any]:
     """The package's schema document (a JSON Schema 2020-12 with ``$defs``)."""
     text = resources.files(__package__).joinpath("schemas/worker_runtime.json").read_text("utf-8")
@@ -112,11 +124,27 @@ def schema_document() -> dict[str, Any]:
 @functools.cache
 def validator_for(name: str) -> jsonschema.Draft202012Validator:
     """A validator for ``$defs/<name>`` (a command's args or a result)."""
-    doc = schema_document()
-    if name not in doc["$defs"]:
+    defs = schema_document()["$defs"]
+    if name not in defs:
         raise KeyError(name)
-    schema = {"$defs": doc["$defs"], "$ref": f"#/$defs/{name}"}
+    # Resolving each $ref on every validation costs more than the checks
+    # themselves, so references are inlined once here (recursive ones stay).
+    schema = {**_inline(defs[name], defs, (name,)), "$defs": defs}
     return jsonschema.Draft202012Validator(schema)
+
+
+def _inline(node: Any, defs: Mapping[str, Any], seen: tuple[str, ...]) -> Any:
+    """``node`` with each bare ``{"$ref": "#/$defs/X"}`` replaced by ``X`` itself."""
+    if isinstance(node, list):
+        return [_inline(item, defs, seen) for item in node]
+    if not isinstance(node, Mapping):
+        return node
+    ref = node.get("$ref")
+    if len(node) == 1 and isinstance(ref, str) and ref.startswith("#/$defs/"):
+        target = ref.removeprefix("#/$defs/")
+        if target in defs and target not in seen:
+            return _inline(defs[target], defs, (*seen, target))
+    return {key: _inline(value, defs, seen) for key, value in node.items()}
 
 
 def _pointer(path: Any) -> str:
@@ -128,10 +156,10 @@ def _field(error: jsonschema.ValidationError) -> list[Any]:
     """The path of the offending field: for a missing or an unexpected
     property, the property itself rather than the object holding it."""
     path = list(error.absolute_path)
-    instance, schema = error.instance, error.schema
+    instance, schema, expected = error.instance, error.schema, error.validator_value
     if isinstance(instance, Mapping) and isinstance(schema, Mapping):
-        if error.validator == "required":
-            path += [p for p in error.validator_value if p not in instance][:1]
+        if error.validator == "required" and isinstance(expected, list):
+            path += [p for p in expected if p not in instance][:1]
         elif error.validator == "additionalProperties":
             path += [k for k in instance if k not in schema.get("properties", {})][:1]
     return path

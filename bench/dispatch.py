@@ -1,0 +1,117 @@
+"""Dispatch overhead and in-process throughput. Prints figures; asserts nothing.
+
+    python bench/dispatch.py [--reps 15] [--calls 2000]
+
+For each read command, the baseline is the command's handler called directly
+(``handlers.get_worker(rt, cmd)``): what a caller would pay without the
+dispatcher. Both are timed in the same process, in interleaved repetitions
+(direct, dispatched, direct, ...), and compared by their medians, so machine
+noise hits both alike. The goal is a ratio of at most 1.3.
+"""
+
+from __future__ import annotations
+
+import sys
+
+# Run as a script, bench/ comes first on sys.path, where bench/http.py would
+# shadow the standard library's http package (which the engines import).
+if sys.path and sys.path[0].rstrip("/").endswith("bench"):
+    del sys.path[0]
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+from worker_runtime import Runtime, RuntimeConfig
+from worker_runtime import commands as c
+from worker_runtime.handlers import HANDLERS
+from worker_runtime.wire import encode_command
+
+GOAL = 1.3
+TERMINAL = {"run_completed", "run_failed", "run_cancelled", "run_timed_out", "run_interrupted"}
+
+
+def per_call(fn: Callable[[], Any], calls: int) -> float:
+    """Seconds per call of ``fn`` over ``calls`` calls."""
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - start) / calls
+
+
+def compare(rt: Runtime, command: c.Command[Any], reps: int, calls: int) -> dict[str, float]:
+    """Median seconds per call: handler direct, ``dispatch``, ``dispatch_json``."""
+    handler = HANDLERS[type(command)]
+    wire = encode_command(command)
+    ways: dict[str, Callable[[], Any]] = {
+        "direct": lambda: handler(rt, command),
+        "dispatch": lambda: rt.dispatch(command),
+        "dispatch_json": lambda: rt.dispatch_json(wire),
+    }
+    for fn in ways.values():  # warm caches (schemas, validators) before timing
+        per_call(fn, 50)
+    samples: dict[str, list[float]] = {name: [] for name in ways}
+    for rep in range(reps):
+        order = list(ways) if rep % 2 == 0 else list(reversed(ways))
+        for name in order:
+            samples[name].append(per_call(ways[name], calls))
+    return {name: statistics.median(times) for name, times in samples.items()}
+
+
+def run_throughput(rt: Runtime, workers: int, rounds: int) -> float:
+    """Inputs per second through the echo engine, each waited for to the end
+    of its run (create, input, run, reply in the transcript)."""
+    ids = [rt.dispatch(c.CreateWorker()).worker_id for _ in range(workers)]
+    cursor = rt.dispatch(c.GetRuntime()).last_event_id + 1
+    start = time.perf_counter()
+    for _ in range(rounds):
+        pending = {rt.dispatch(c.SendInput(worker_id=w, content="ping")).run_id for w in ids}
+        while pending:
+            page = rt.dispatch(c.ReadEvents(cursor=cursor, limit=1000, wait=5))
+            pending -= {e.run_id for e in page.events if e.type in TERMINAL}
+            cursor = page.cursor.next_event_id
+    return workers * rounds / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reps", type=int, default=15, help="interleaved repetitions")
+    parser.add_argument("--calls", type=int, default=2000, help="calls per repetition")
+    args = parser.parse_args()
+
+    with Runtime.open(RuntimeConfig(runtime_id="rt-bench")) as rt:
+        worker = rt.dispatch(c.CreateWorker(worker_id="bench"))
+        for i in range(10):
+            ack = rt.dispatch(c.SendInput(worker_id=worker.worker_id, content=f"line {i}"))
+            while rt.dispatch(c.GetWorker(worker_id="bench")).active_run is not None:
+                rt.dispatch(c.ReadEvents(cursor=ack.event_id + 1, wait=1))
+        cases = {
+            "GetWorker": c.GetWorker(worker_id="bench"),
+            "GetTranscript(limit=20)": c.GetTranscript(worker_id="bench", limit=20),
+            "GetRuntime": c.GetRuntime(),
+            "ReadEvents(limit=10)": c.ReadEvents(cursor=1, limit=10),
+        }
+        print(f"dispatch overhead ({args.reps} interleaved reps x {args.calls} calls, medians)")
+        print(f"{'command':<26}{'direct µs':>11}{'dispatch µs':>13}{'ratio':>8}{'json µs':>10}")
+        ratios = []
+        for name, command in cases.items():
+            t = compare(rt, command, args.reps, args.calls)
+            ratio = t["dispatch"] / t["direct"]
+            ratios.append(ratio)
+            print(
+                f"{name:<26}{t['direct'] * 1e6:>11.2f}{t['dispatch'] * 1e6:>13.2f}"
+                f"{ratio:>8.3f}{t['dispatch_json'] * 1e6:>10.2f}"
+            )
+        verdict = "meets" if max(ratios) <= GOAL else "MISSES"
+        print(f"worst ratio {max(ratios):.3f} ({verdict} the goal of <= {GOAL})")
+
+        reads = 1 / compare(rt, cases["GetWorker"], 5, args.calls)["dispatch"]
+        print(f"in-process reads: {reads:,.0f} GetWorker ops/s")
+    with Runtime.open(RuntimeConfig(runtime_id="rt-bench-runs")) as rt:
+        print(f"in-process runs: {run_throughput(rt, workers=20, rounds=50):,.0f} inputs/s")
+
+
+if __name__ == "__main__":
+    main()
