@@ -7,6 +7,7 @@ wraps the result in its envelope. All worker semantics stay in the core.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,6 +37,14 @@ LIST_QUERY = {"status": Kind.TEXT, "limit": Kind.INTEGER, "after": Kind.TEXT}
 TRANSCRIPT_QUERY = {"start": Kind.INTEGER, "limit": Kind.INTEGER}
 EVENTS_QUERY = {"cursor": Kind.INTEGER, "limit": Kind.INTEGER, "wait": Kind.NUMBER}
 NO_QUERY: Mapping[str, Kind] = {}
+
+
+def send(resp: falcon.Response, body: Mapping[str, Any], status: int = 200) -> None:
+    """Answer ``body`` as compact JSON (straight to bytes: the hot path skips
+    falcon's media handlers)."""
+    resp.status = status
+    resp.content_type = falcon.MEDIA_JSON
+    resp.data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def _field(error: InvalidRequest) -> str:
@@ -100,75 +109,74 @@ class CommandResource:
 class RuntimeResource(CommandResource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         parse_query(req, NO_QUERY)
-        resp.media = {"runtime": self._run("GetRuntime", {})}
+        send(resp, {"runtime": self._run("GetRuntime", {})})
 
 
 class WorkersResource(CommandResource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = self._run("ListWorkers", parse_query(req, LIST_QUERY), query=LIST_QUERY)
+        send(resp, self._run("ListWorkers", parse_query(req, LIST_QUERY), query=LIST_QUERY))
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         worker = self._post(req, "CreateWorker", self._body(req, path_owned=False), NO_QUERY)
-        resp.status = 201
         resp.location = f"/v1/workers/{worker['worker_id']}"
-        resp.media = {"worker": worker}
+        send(resp, {"worker": worker}, 201)
 
 
 class WorkerResource(CommandResource):
     def on_get(self, req: falcon.Request, resp: falcon.Response, worker_id: str) -> None:
         parse_query(req, NO_QUERY)
-        resp.media = {"worker": self._run("GetWorker", {"worker_id": worker_id})}
+        send(resp, {"worker": self._run("GetWorker", {"worker_id": worker_id})})
 
 
 class InputResource(CommandResource):
     def on_post(self, req: falcon.Request, resp: falcon.Response, worker_id: str) -> None:
         args = {**self._body(req), "worker_id": worker_id}
-        resp.status = 202
-        resp.media = {"ack": self._post(req, "SendInput", args, NO_QUERY)}
+        send(resp, {"ack": self._post(req, "SendInput", args, NO_QUERY)}, 202)
 
 
 class StopResource(CommandResource):
     def on_post(self, req: falcon.Request, resp: falcon.Response, worker_id: str) -> None:
         args = {**self._body(req), "worker_id": worker_id}
-        resp.media = {"ack": self._post(req, "StopWorker", args, NO_QUERY)}
+        send(resp, {"ack": self._post(req, "StopWorker", args, NO_QUERY)})
 
 
 class CancelResource(CommandResource):
     def on_post(self, req: falcon.Request, resp: falcon.Response, worker_id: str) -> None:
         args = {**self._body(req), "worker_id": worker_id}
-        resp.media = {"ack": self._post(req, "CancelRun", args, NO_QUERY)}
+        send(resp, {"ack": self._post(req, "CancelRun", args, NO_QUERY)})
 
 
 class TranscriptResource(CommandResource):
     def on_get(self, req: falcon.Request, resp: falcon.Response, worker_id: str) -> None:
         args = {**parse_query(req, TRANSCRIPT_QUERY), "worker_id": worker_id}
-        resp.media = {"transcript": self._run("GetTranscript", args, query=TRANSCRIPT_QUERY)}
+        send(resp, {"transcript": self._run("GetTranscript", args, query=TRANSCRIPT_QUERY)})
 
 
 class EventsResource(CommandResource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         # A long-poll (``wait``) holds this server thread until an event or the deadline.
-        resp.media = self._run("ReadEvents", parse_query(req, EVENTS_QUERY), query=EVENTS_QUERY)
+        send(resp, self._run("ReadEvents", parse_query(req, EVENTS_QUERY), query=EVENTS_QUERY))
 
 
 class DiagnosticsResource(CommandResource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         parse_query(req, NO_QUERY)
-        resp.media = self._run("GetDiagnostics", {})
+        send(resp, self._run("GetDiagnostics", {}))
 
 
 class HealthResource:
     """The only route without a token: says the process serves HTTP, nothing more."""
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = {"status": "ok"}
+        send(resp, {"status": "ok"})
 
 
 class OpenApiResource:
-    """Serves the OpenAPI document built once by ``create_app``."""
+    """Serves the OpenAPI document built once by ``create_app`` (encoded once, too)."""
 
     def __init__(self, document: Mapping[str, Any]) -> None:
-        self._document = document
+        self._body = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = self._document
+        resp.content_type = falcon.MEDIA_JSON
+        resp.data = self._body
