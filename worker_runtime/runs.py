@@ -18,9 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .domain import Event, Role, RunStatus, Severity, TranscriptEntry, WorkerIntent, WorkerStatus
+from .domain import Event, RunStatus, Severity, TranscriptEntry, WorkerIntent, WorkerStatus
 from .engines import Engine, EngineFailure, RunContext, RunSignal
 from .errors import WorkerRuntimeError
+from .output import RunOutput
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -78,7 +79,8 @@ def finish_run(
     )
     rt.save_worker(
         record,
-        status=WorkerStatus.IDLE,
+        # Stopped is terminal: ending a run never brings a worker back.
+        status=record.status if record.status is WorkerStatus.STOPPED else WorkerStatus.IDLE,
         active_run=None,
         last_run=run,
         last_error=error if status is not RunStatus.COMPLETED else record.last_error,
@@ -199,8 +201,11 @@ class RunManager:
                     reason = job.signal.reason
                     if reason is not None:
                         status, error = reason, _abort_message(reason, job)
-                    finish_run(self._rt, job.worker_id, job.run_id, status, error)
-                self._rt.sync()
+                    ended = finish_run(self._rt, job.worker_id, job.run_id, status, error)
+                # Whoever finalized the run first synced it; the store may be
+                # closed by now if that was the runtime shutting down.
+                if ended is not None:
+                    self._rt.sync()
         except WorkerRuntimeError as exc:  # store failure or lock timeout: already typed
             log.error("run %s could not be recorded: %s", job.run_id, exc.message)
         finally:
@@ -221,7 +226,7 @@ class RunManager:
 
     def _call_engine(self, job: Job) -> tuple[RunStatus, str | None]:
         rt = self._rt
-        output = _Output(rt, job)
+        output = RunOutput(rt, job)
         ctx = RunContext(
             runtime_id=rt.runtime_id,
             worker_id=job.worker_id,
@@ -248,79 +253,6 @@ def _abort_message(reason: RunStatus, job: Job) -> str:
     if reason is RunStatus.TIMED_OUT:
         return f"timed out after {job.timeout_s:g}s"
     return job.abort_error or "cancelled"
-
-
-class _Output:
-    """Coalesces engine output into assistant transcript entries.
-
-    Streaming engines emit many small chunks; one entry per chunk would bloat
-    the transcript, so chunks are joined until 4 KiB or 0.2 s have passed.
-    Output past ``max_output_chars`` is cut with a marker.
-    """
-
-    FLUSH_CHARS = 4096
-    FLUSH_SECONDS = 0.2
-
-    def __init__(self, rt: Runtime, job: Job) -> None:
-        self._rt = rt
-        self._job = job
-        self._parts: list[str] = []
-        self._size = 0
-        self._total = 0
-        self._truncated = False
-        self._since = rt.clock.monotonic()
-
-    def write(self, chunk: str) -> None:
-        if not chunk or self._truncated:
-            return
-        room = self._rt.config.max_output_chars - self._total
-        if len(chunk) > room:
-            chunk = chunk[:room] + "\n[output truncated]"
-            self._truncated = True
-        self._parts.append(chunk)
-        self._size += len(chunk)
-        self._total += len(chunk)
-        now = self._rt.clock.monotonic()
-        if (
-            self._truncated
-            or self._size >= self.FLUSH_CHARS
-            or now - self._since >= self.FLUSH_SECONDS
-        ):
-            self.flush()
-
-    def flush(self) -> None:
-        self._since = self._rt.clock.monotonic()
-        if not self._parts:
-            return
-        text, self._parts, self._size = "".join(self._parts), [], 0
-        rt, job = self._rt, self._job
-        with rt.locked():
-            record = rt.workers.get(job.worker_id)
-            if (
-                record is None
-                or record.active_run is None
-                or record.active_run.run_id != job.run_id
-            ):
-                return  # the run was finalized (forced cancel); late output is dropped
-            event = rt.emit("output_appended", job.worker_id, job.run_id, chars=len(text))
-            entry = TranscriptEntry(
-                sequence=record.transcript_len,
-                role=Role.ASSISTANT,
-                content=text,
-                event_id=event.event_id,
-                created_at=rt.clock.now(),
-                run_id=job.run_id,
-            )
-            rt.store.append_transcript(job.worker_id, entry)
-            usage = dataclasses.replace(
-                record.usage, output_chars=record.usage.output_chars + len(text)
-            )
-            rt.save_worker(
-                record,
-                transcript_len=record.transcript_len + 1,
-                last_event_id=event.event_id,
-                usage=usage,
-            )
 
 
 class _Watchdog:
