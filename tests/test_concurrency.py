@@ -23,7 +23,7 @@ from .fakes import ScriptEngine, make_runtime, named
 from .helpers import TERMINAL_EVENTS
 
 THREADS = 6
-OPS_PER_THREAD = 150
+OPS_PER_THREAD = 400
 WORKER_IDS = [f"w{i}" for i in range(10)]
 STOPPABLE = WORKER_IDS[:3]
 """Only a few workers may be stopped, so the rest stay busy for the whole run."""

@@ -308,7 +308,7 @@ class RuntimeMachine(RuleBasedStateMachine):
                 assert detail.status is WorkerStatus.STOPPED  # terminal is sticky
 
 
-RuntimeMachine.TestCase.settings = settings(stateful_step_count=25, deadline=None)
+RuntimeMachine.TestCase.settings = settings(stateful_step_count=40, deadline=None)
 TestRuntimeMachine = RuntimeMachine.TestCase
 
 
