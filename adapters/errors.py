@@ -15,6 +15,7 @@ the traceback, and never a traceback in the body.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -86,11 +87,20 @@ def error_body(code: str, message: str, details: Mapping[str, Any] | None = None
     return {"error": inner}
 
 
-def _answer(resp: falcon.Response, status: int, body: dict[str, Any]) -> None:
+def _answer(
+    resp: falcon.Response, status: int, body: dict[str, Any], retry_after: Any = None
+) -> None:
     resp.status = status
     resp.media = body
     if status == 503:
-        resp.set_header("Retry-After", RETRY_AFTER_S)
+        resp.set_header("Retry-After", _seconds(retry_after))
+
+
+def _seconds(value: Any) -> str:
+    """Retry-After in whole seconds: the core's hint if it gave a sane one, else 1."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value <= 3600:
+        return str(math.ceil(value))
+    return RETRY_AFTER_S
 
 
 def handle_api_error(
@@ -109,7 +119,7 @@ def handle_runtime_error(
         log.error("request %s failed: %s", req.context.get("request_id"), ex.code, exc_info=ex)
         _answer(resp, 500, error_body("internal_error", "internal error; see the server log"))
         return
-    _answer(resp, status, {"error": ex.to_json()})
+    _answer(resp, status, {"error": ex.to_json()}, ex.details.get("retry_after_s"))
 
 
 def handle_http_error(

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from falcon import testing
 
-from worker_runtime import Runtime, RuntimeConfig
+from worker_runtime import Runtime, RuntimeConfig, errors
 
 from .http_helpers import AUTH, ROUTES, TOKEN, client, error_code, hold_runtime
 
@@ -308,3 +308,20 @@ def test_access_log_escapes_control_characters(
         c.simulate_get("/v1/x%0Aforged 200", headers=AUTH)
     (line,) = [r.getMessage() for r in caplog.records if r.name == "adapters.access"]
     assert "\n" not in line
+
+
+class StoppingRuntime(Runtime):
+    """A runtime whose store failed: every command is refused with the core's retry hint."""
+
+    def dispatch_json(self, wire: Any, *, idempotency_key: str | None = None) -> dict[str, Any]:
+        raise errors.StoreCorrupt("events.jsonl line 7", details={"retry_after_s": 2.5})
+
+
+def test_retry_after_follows_the_core_hint() -> None:
+    runtime = StoppingRuntime.open()
+    try:
+        result = client(runtime).simulate_get("/v1/workers", headers=AUTH)
+    finally:
+        runtime.close()
+    assert (result.status_code, error_code(result)) == (503, "store_corrupt")
+    assert result.headers["Retry-After"] == "3"

@@ -1,0 +1,109 @@
+"""The README's HTTP section: its curl walkthrough runs against a real server, and its
+tables name every variable and every error code."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from worker_runtime import RuntimeConfig
+from worker_runtime.config import ENV_PREFIX
+
+from .http_helpers import SPEC_CODES
+from .server import TOKEN, Server, serve
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+SH_BLOCK = re.compile(r"^```sh\n(.*?)^```$", re.MULTILINE | re.DOTALL)
+
+
+def http_section() -> str:
+    text = README.read_text("utf-8")
+    match = re.search(r"<!-- section:http -->(.*?)<!-- /section:http -->", text, re.DOTALL)
+    assert match, "README.md has no http section"
+    return match.group(1)
+
+
+def test_says_browsers_go_through_the_backend() -> None:
+    assert "Browsers must go through the Backend" in http_section()
+
+
+def test_waitress_command_passes_threads() -> None:
+    commands = [b for b in SH_BLOCK.findall(http_section()) if "waitress-serve" in b]
+    assert commands and all("--threads=16" in b for b in commands)
+
+
+def test_configuration_table_names_every_variable() -> None:
+    section = http_section()
+    names = {"ID", "NAME", "PROFILES"}
+    fields = {
+        {"runtime_id": "ID", "display_name": "NAME", "profiles_path": "PROFILES"}.get(
+            f.name, f.name.upper()
+        )
+        for f in dataclasses.fields(RuntimeConfig)
+    }
+    for suffix in fields | names | {"TOKEN", "TOKEN_FILE", "MAX_BODY_BYTES"}:
+        assert f"`{ENV_PREFIX}{suffix}`" in section, suffix
+
+
+def test_error_table_names_every_code_with_its_status() -> None:
+    rows = re.findall(r"^\| (\d{3}) \| (.+?) \|", http_section(), re.MULTILINE)
+    listed = {
+        (int(status), code) for status, codes in rows for code in re.findall(r"`(\w+)`", codes)
+    }
+    for status, codes in SPEC_CODES.items():
+        for code in codes:
+            assert (status, code) in listed, (status, code)
+
+
+def wait_for_idle(server: Server, worker_id: str) -> None:
+    """Long-poll the event log until the worker's run has ended (a reader would
+    have watched the events too)."""
+    cursor = 0
+    for _ in range(20):
+        page = server.request("GET", f"/v1/events?cursor={cursor}&wait=5").json()
+        for event in page["events"]:
+            if event["type"] == "run_completed" and event["worker_ref"]["worker_id"] == worker_id:
+                return
+        cursor = page["cursor"]["next_event_id"]
+    raise AssertionError("the walkthrough's run never completed")
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_the_curl_walkthrough_runs(tmp_path: Path) -> None:
+    blocks = [b for b in SH_BLOCK.findall(http_section()) if "curl " in b]
+    assert len(blocks) >= 4, "the walkthrough lost its examples"
+    out = []
+    with serve() as server:
+        base = f"http://127.0.0.1:{server.port}"
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "WORKER_RUNTIME_TOKEN": TOKEN,
+            "BASE": base,
+            "AUTH": f"Authorization: Bearer {TOKEN}",
+        }
+        for block in blocks:
+            result = subprocess.run(
+                [
+                    "bash",
+                    "-c",
+                    "set -euo pipefail\n" + block.replace("http://127.0.0.1:8780", base),
+                ],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                cwd=tmp_path,
+            )
+            assert result.returncode == 0, (block, result.stderr)
+            out.append(result.stdout)
+            if "/input" in block:
+                wait_for_idle(server, "scout-1")
+    text = "\n".join(out)
+    assert '"worker_id":"scout-1"' in text
+    assert '"role":"assistant","content":"hello"' in text
+    assert '"status":"stopped"' in text
