@@ -9,6 +9,9 @@ not against itself.
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
 import threading
 from typing import Any
 
@@ -58,6 +61,14 @@ ROUTES: list[tuple[str, str]] = [
     ("GET", "/v1/diagnostics"),
     ("GET", "/v1/openapi.json"),
 ]
+
+
+def cli_argv(*flags: str) -> list[str]:
+    """``worker-runtime serve --listen=127.0.0.1:0 FLAGS`` (the console script when
+    it is installed beside this Python, else the same module with ``-m``)."""
+    exe = shutil.which("worker-runtime", path=os.path.dirname(sys.executable))
+    base = [exe] if exe else [sys.executable, "-m", "adapters.cli"]
+    return [*base, "serve", "--listen=127.0.0.1:0", *flags]
 
 
 class HoldEngine(Engine):

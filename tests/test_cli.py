@@ -4,10 +4,7 @@
 from __future__ import annotations
 
 import io
-import os
-import shutil
 import signal
-import sys
 from contextlib import redirect_stderr
 from pathlib import Path
 
@@ -24,16 +21,9 @@ from adapters.cli import (
 from adapters.settings import Token, generate_token
 from worker_runtime.errors import ConfigError
 
+from .http_helpers import cli_argv
 from .server import TOKEN, Server
 from .server import serve as run_server
-
-
-def cli_argv(*flags: str) -> list[str]:
-    """``worker-runtime serve --listen=127.0.0.1:0 FLAGS`` (the console script when
-    it is installed beside this Python, else the same module with ``-m``)."""
-    exe = shutil.which("worker-runtime", path=os.path.dirname(sys.executable))
-    base = [exe] if exe else [sys.executable, "-m", "adapters.cli"]
-    return [*base, "serve", "--listen=127.0.0.1:0", *flags]
 
 
 def test_defaults() -> None:

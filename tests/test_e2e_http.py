@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from .http_helpers import ROUTES, SPEC_CODES
+from .http_helpers import ROUTES, SPEC_CODES, cli_argv
 from .server import TOKEN, Server, serve
 
 SLOW = {"profile": {"kind": "named", "value": "slow"}}
@@ -58,6 +58,19 @@ def assert_error(response: Any, status: int, code: str) -> None:
 
 
 def test_the_whole_lifecycle(server: Server) -> None:
+    lifecycle(server)
+    assert server.request("GET", "/v1/runtime").json()["runtime"]["runtime_id"] == "rt-e2e"
+
+
+def test_the_whole_lifecycle_on_worker_runtime_serve() -> None:
+    with serve(argv=cli_argv("--runtime-id=rt-cli-e2e")) as running:
+        lifecycle(running)
+        summary = running.request("GET", "/v1/runtime").json()["runtime"]
+        assert summary["runtime_id"] == "rt-cli-e2e"
+
+
+def lifecycle(server: Server) -> None:
+    """Create, input, follow events to the run's end, read the transcript, stop."""
     assert server.request("GET", "/healthz", token=None).json() == {"status": "ok"}
     created = server.request("POST", "/v1/workers", {"worker_id": "scout", "display_name": "S"})
     assert (created.status, created.headers["location"]) == (201, "/v1/workers/scout")
@@ -76,8 +89,6 @@ def test_the_whole_lifecycle(server: Server) -> None:
     assert stopped.json()["ack"]["status"] == "stopped"
     listed = server.request("GET", "/v1/workers?status=stopped").json()["workers"]
     assert "scout" in [w["worker_id"] for w in listed]
-    summary = server.request("GET", "/v1/runtime").json()["runtime"]
-    assert summary["runtime_id"] == "rt-e2e"
     assert server.request("GET", "/v1/diagnostics").json()["diagnostics"]
 
 

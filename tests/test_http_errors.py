@@ -56,6 +56,7 @@ def test_wrong_method_is_405_with_allow(c: testing.TestClient, method: str) -> N
         assert error_code(result) == "method_not_allowed"
 
 
+@pytest.mark.filterwarnings("ignore::wsgiref.validate.WSGIWarning")
 def test_nonstandard_method_is_405(c: testing.TestClient) -> None:
     result = c.simulate_request("BREW", "/v1/runtime", headers=AUTH)
     assert (result.status_code, error_code(result)) == (405, "method_not_allowed")
