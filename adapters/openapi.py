@@ -18,8 +18,6 @@ from worker_runtime import __version__
 from worker_runtime.config import RuntimeConfig
 from worker_runtime.wire import schema_document
 
-from .errors import RETRY_AFTER_S
-
 __all__ = ["build_openapi"]
 
 _REF = "#/components/schemas/"
@@ -134,7 +132,7 @@ def _error_responses() -> dict[str, Any]:
             headers["WWW-Authenticate"] = _header("always 'Bearer'", {"const": "Bearer"})
         if code == "503":
             headers["Retry-After"] = _header(
-                f"seconds to wait before retrying ({RETRY_AFTER_S})",
+                "whole seconds to wait before retrying",
                 {"type": "string", "pattern": "^[0-9]+$"},
             )
         responses[f"Error{code}"] = {
