@@ -23,6 +23,7 @@ from .errors import ApiError
 __all__ = ["Kind", "parse_query", "read_json_object"]
 
 _INTEGER = re.compile(r"-?[0-9]{1,18}")
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _NUMBER = re.compile(r"-?[0-9]{1,18}(\.[0-9]{1,30})?([eE][-+]?[0-9]{1,3})?")
 
 
@@ -113,8 +114,26 @@ def read_json_object(req: falcon.Request, max_bytes: int) -> dict[str, Any]:
         )
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}"[:300]) from None
+    if _SURROGATE_ESCAPE.search(raw) and _has_lone_surrogate(data):
+        raise ApiError(400, "invalid_json", "the body has a lone surrogate: not Unicode text")
     if not isinstance(data, dict):
         raise ApiError(
             400, "invalid_request", "the body must be a JSON object", details={"field": "/"}
         )
     return data
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    # json.loads joins escaped surrogate pairs, but lets a lone "\ud800" through
+    # as a str that cannot be encoded: it would poison every later read.
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(v) for v in value)
+    return False

@@ -44,7 +44,12 @@ def send(resp: falcon.Response, body: Mapping[str, Any], status: int = 200) -> N
     falcon's media handlers)."""
     resp.status = status
     resp.content_type = falcon.MEDIA_JSON
-    resp.data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    try:
+        resp.data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    except UnicodeEncodeError:
+        # A lone surrogate that reached the runtime some other way (the adapter
+        # refuses them) is still sent, escaped, rather than failing every read.
+        resp.data = json.dumps(body, separators=(",", ":")).encode()
 
 
 def _field(error: InvalidRequest) -> str:

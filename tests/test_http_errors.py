@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from falcon import testing
 
-from worker_runtime import Runtime, RuntimeConfig, errors
+from worker_runtime import Runtime, RuntimeConfig, commands, errors
 
 from .http_helpers import AUTH, ROUTES, TOKEN, client, error_code, hold_runtime
 
@@ -72,6 +72,31 @@ def test_malformed_json_is_invalid_json(c: testing.TestClient, raw: bytes) -> No
     )
     assert result.status_code in (400, 413)
     assert error_code(result) in ("invalid_json", "payload_too_large")
+
+
+@pytest.mark.parametrize("escape", [b"\\ud800", b"\\uDFFF", b"x\\udbff"])
+def test_a_lone_surrogate_is_invalid_json(c: testing.TestClient, escape: bytes) -> None:
+    body = b'{"display_name": "' + escape + b'"}'
+    result = c.simulate_post(
+        "/v1/workers", body=body, headers={**AUTH, "Content-Type": "application/json"}
+    )
+    assert (result.status_code, error_code(result)) == (400, "invalid_json")
+
+
+def test_a_surrogate_pair_is_fine(c: testing.TestClient) -> None:
+    body = b'{"display_name": "\\ud83d\\ude00"}'
+    result = c.simulate_post(
+        "/v1/workers", body=body, headers={**AUTH, "Content-Type": "application/json"}
+    )
+    assert result.status_code == 201
+    assert result.json["worker"]["display_name"] == "\U0001f600"
+
+
+def test_a_lone_surrogate_stored_in_process_is_still_readable(rt: Runtime) -> None:
+    rt.dispatch(commands.CreateWorker(worker_id="odd", display_name="x\ud800"))
+    result = client(rt).simulate_get("/v1/workers/odd", headers=AUTH)
+    assert result.status_code == 200
+    assert result.json["worker"]["display_name"] == "x\ud800"
 
 
 @pytest.mark.parametrize("raw", [b"[]", b'"text"', b"42", b"null"])

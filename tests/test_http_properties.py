@@ -63,8 +63,12 @@ def check(conf: Conformance, method: str, path: str, result: Any) -> None:
     assert TOKEN not in result.text
 
 
+# Text may hold lone surrogates: JSON can escape them, Unicode cannot encode them.
+texts = st.text(
+    st.characters() | st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), max_size=20
+)
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | texts,
     lambda inner: (
         st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
     ),
@@ -178,3 +182,30 @@ def test_every_route_refuses_every_other_token(
     assert result.status_code == 401
     assert result.json["error"]["code"] == "unauthorized"
     assert result.headers["WWW-Authenticate"] == "Bearer"
+
+
+@given(name=texts.filter(lambda t: 0 < len(t) <= 200), content=texts.filter(bool))
+def test_any_text_is_refused_or_read_back_intact(
+    c: testing.TestClient, conf: Conformance, name: str, content: str
+) -> None:
+    """Text goes in as JSON and comes back equal, or is refused as a whole (lone
+    surrogates cannot be stored as Unicode): never a poisoned worker."""
+    headers = {**AUTH, "Content-Type": "application/json"}
+    created = c.simulate_post(
+        "/v1/workers", body=json.dumps({"display_name": name}), headers=headers
+    )
+    check(conf, "POST", "/v1/workers", created)
+    if created.status_code != 201:
+        assert created.json["error"]["code"] == "invalid_json"
+        return
+    worker_id = created.json["worker"]["worker_id"]
+    path = f"/v1/workers/{worker_id}"
+    read = c.simulate_get(path, headers=AUTH)
+    check(conf, "GET", path, read)
+    assert read.json["worker"]["display_name"] == name
+    sent = c.simulate_post(f"{path}/input", body=json.dumps({"content": content}), headers=headers)
+    check(conf, "POST", f"{path}/input", sent)
+    page = c.simulate_get(f"{path}/transcript", headers=AUTH)
+    check(conf, "GET", f"{path}/transcript", page)
+    if sent.status_code == 202:
+        assert page.json["transcript"]["items"][0]["content"] == content
