@@ -36,6 +36,7 @@ class Kind(Enum):
 
 
 def _invalid(name: str, message: str) -> InvalidQuery:
+    name = name[:100]  # the name is the caller's text: echo a bounded part of it
     return InvalidQuery(f"query parameter {name!r}: {message}", details={"parameter": name})
 
 
