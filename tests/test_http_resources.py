@@ -309,3 +309,10 @@ def test_limit_above_the_maximum(c: testing.TestClient) -> None:
     for path in ("/v1/workers", "/v1/events", "/v1/workers/w/transcript"):
         result = c.simulate_get(path, params={"limit": "100000"}, headers=AUTH)
         assert (result.status_code, error_code(result)) == (400, "limit_too_large"), path
+
+
+@pytest.mark.parametrize("wait", ["0", "0.015", "1e-2", "8.875987204936308", "2E0"])
+def test_wait_takes_any_json_style_number(c: testing.TestClient, wait: str) -> None:
+    # cursor 0 has events already, so the long-poll answers at once.
+    result = c.simulate_get("/v1/events", params={"cursor": "0", "wait": wait}, headers=AUTH)
+    assert result.status_code == 200, result.json
