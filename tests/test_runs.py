@@ -85,6 +85,32 @@ def test_stop_cancels_the_run_and_is_sticky(gate: GateEngine) -> None:
         assert types.index("run_cancelled") < types.index("worker_stopped")
 
 
+def test_input_during_a_stop_in_progress_is_refused_as_stopped() -> None:
+    """While a stop waits for the run to wind down, the worker already counts
+    as stopped: input is refused with worker_stopped, not worker_busy."""
+    stuck = GateEngine(honour_signal=False)
+    with make_runtime({"stuck": stuck}, cancel_grace_s=30) as rt:
+        ack = start(rt, "w", "stuck")
+        ctx = stuck.wait_started(ack.run_id)
+        stops: list[r.StopAck] = []
+        stopper = threading.Thread(
+            target=lambda: stops.append(rt.dispatch(c.StopWorker(worker_id="w")))
+        )
+        stopper.start()
+        try:
+            assert ctx.signal.wait(10), "the stop never aborted the run"
+            with pytest.raises(errors.WorkerStopped):
+                rt.dispatch(c.SendInput(worker_id="w", content="sneak in"))
+            # A second stop during the first one changes nothing.
+            assert rt.dispatch(c.StopWorker(worker_id="w")).already_stopped
+        finally:
+            stuck.open(ack.run_id)  # let the engine return so the stop completes
+            stopper.join(10)
+        assert not stopper.is_alive()
+        assert stops[0].cancelled_run_id == ack.run_id
+        assert rt.dispatch(c.GetWorker(worker_id="w")).status is WorkerStatus.STOPPED
+
+
 def test_cancel_of_a_stuck_engine_finishes_after_the_grace() -> None:
     stuck = GateEngine(honour_signal=False)
     with make_runtime({"stuck": stuck}, cancel_grace_s=0.05) as rt:
