@@ -12,7 +12,7 @@ from worker_runtime import Runtime, errors
 from worker_runtime import commands as c
 from worker_runtime import results as r
 from worker_runtime.clock import Clock
-from worker_runtime.domain import Role, RunStatus, Severity, WorkerStatus
+from worker_runtime.domain import Role, Run, RunStatus, Severity, WorkerStatus
 from worker_runtime.engines import Emit, RunContext
 from worker_runtime.stores import MemoryStore
 
@@ -270,6 +270,45 @@ def test_closing_the_runtime_cancels_active_runs(gate: GateEngine) -> None:
     with pytest.raises(errors.RuntimeUnavailable):
         rt.dispatch(c.GetWorker(worker_id="w"))
     rt.close()  # idempotent
+
+
+def test_closing_finalizes_stuck_and_queued_runs() -> None:
+    stuck = GateEngine(honour_signal=False)
+    store = MemoryStore("rt-close")
+    rt = make_runtime({"stuck": stuck}, store=store, cancel_grace_s=0.05, max_concurrent_runs=2)
+    acks = [start(rt, f"w{i}", "stuck") for i in range(3)]  # the third one queues
+    for ack in acks[:2]:
+        stuck.wait_started(ack.run_id)
+    rt.close()
+    ends = {e.run_id: e.type for e in store.read_events(0, 1000) if e.type.startswith("run_")}
+    assert [ends[ack.run_id] for ack in acks] == ["run_cancelled"] * 3
+    stuck.open_all()
+
+
+class FlakyRunStore(MemoryStore):
+    """Fails to record the next finished run once, as a full disk might."""
+
+    fail_next_run = True
+
+    def put_run(self, worker_id: str, run: Run) -> None:
+        if self.fail_next_run:
+            self.fail_next_run = False
+            raise errors.RuntimeUnavailable("no space left on device")
+        super().put_run(worker_id, run)
+
+
+def test_a_run_whose_end_could_not_be_recorded_is_finalized_at_its_deadline() -> None:
+    """The engine returned, but recording the end failed: the watchdog must
+    still end the run, or the worker would stay running for good."""
+    instant = ScriptEngine(lambda ctx, emit: emit("done"))
+    store = FlakyRunStore("rt-flaky")
+    with make_runtime(
+        {"instant": instant}, store=store, timeouts={"instant": 0.05}, cancel_grace_s=0.05
+    ) as rt:
+        ack = start(rt, "w", "instant")
+        assert wait_for_run_end(rt, ack.run_id).type == "run_timed_out"
+        detail = rt.dispatch(c.GetWorker(worker_id="w"))
+        assert (detail.status, detail.active_run) == (WorkerStatus.IDLE, None)
 
 
 # -- output ------------------------------------------------------------------------
