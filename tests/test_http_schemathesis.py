@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -36,7 +37,7 @@ EXECUTABLE = shutil.which("schemathesis", path=os.path.dirname(sys.executable)) 
 @pytest.mark.skipif(
     EXECUTABLE is None, reason="schemathesis is not installed (tox -e schemathesis)"
 )
-def test_schemathesis_finds_no_server_error_and_no_schema_violation() -> None:
+def test_schemathesis_finds_no_server_error_and_no_schema_violation(tmp_path: Path) -> None:
     assert EXECUTABLE is not None, "schemathesis is not installed"
     budget = os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "10")
     # Long-polls are capped at 1 s (the document's maximum follows), so generated
@@ -60,6 +61,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation() -> None:
             text=True,
             timeout=900,
             env={**os.environ, "NO_COLOR": "1"},
+            cwd=tmp_path,  # schemathesis keeps a cache directory in its working directory
         )
     report = result.stdout[-6000:] + result.stderr[-2000:]
     assert result.returncode == 0, report
