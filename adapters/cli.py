@@ -136,6 +136,9 @@ def serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     except WorkerRuntimeError as exc:
         print(f"worker-runtime: {exc.message}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the store should raise typed errors; stay one line anyway
+        print(f"worker-runtime: cannot open the runtime: {exc}", file=sys.stderr)
+        return 2
     try:
         token = settle_token(runtime, token)
         app = create_app(runtime, token=token.value, settings=settings)
