@@ -39,14 +39,9 @@ def test_waitress_command_passes_threads() -> None:
 
 def test_configuration_table_names_every_variable() -> None:
     section = http_section()
-    names = {"ID", "NAME", "PROFILES"}
-    fields = {
-        {"runtime_id": "ID", "display_name": "NAME", "profiles_path": "PROFILES"}.get(
-            f.name, f.name.upper()
-        )
-        for f in dataclasses.fields(RuntimeConfig)
-    }
-    for suffix in fields | names | {"TOKEN", "TOKEN_FILE", "MAX_BODY_BYTES"}:
+    renamed = {"runtime_id": "ID", "display_name": "NAME", "profiles_path": "PROFILES"}
+    core = {renamed.get(f.name, f.name.upper()) for f in dataclasses.fields(RuntimeConfig)}
+    for suffix in core | {"TOKEN", "TOKEN_FILE", "MAX_BODY_BYTES"}:
         assert f"`{ENV_PREFIX}{suffix}`" in section, suffix
 
 
