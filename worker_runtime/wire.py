@@ -48,11 +48,15 @@ def to_json(value: Any) -> Any:
     if tp in _SCALARS:  # exact types: a StrEnum is a str but must become its value
         return value
     if hasattr(tp, "__dataclass_fields__"):
-        data = {}
+        data: dict[str, Any] = {}
         for name, optional in _fields(tp):
             v = getattr(value, name)
-            if v is not None or not optional:
-                data[name] = to_json(v)
+            if v is None:
+                if not optional:
+                    data[name] = None
+            else:
+                # Most fields are scalars: skip the recursive call for them.
+                data[name] = v if type(v) in _SCALARS else to_json(v)
         return data
     if isinstance(value, Enum):
         return value.value
@@ -195,8 +199,41 @@ def decode_command(wire: Any) -> Command[Any]:
     if set(wire) - {"command", "args"}:
         raise InvalidRequest("unexpected keys beside command and args", details={"field": "/"})
     args = wire.get("args", {})
+    key = _memo_key(name, args)
+    if key is not None:
+        return _decode_small(key)
     _check(name, args, "/args")
     return from_json(cls, args)
+
+
+_MEMO_TEXT = 256
+
+
+def _memo_key(name: str, args: Any) -> tuple[Any, ...] | None:
+    """A hashable key for small all-scalar args (reads, mostly), else None.
+
+    Each value's exact type is part of the key: ``True == 1 == 1.0`` in Python,
+    but the schema tells them apart."""
+    if type(args) is not dict or len(args) > 8:
+        return None
+    items = []
+    for field, value in args.items():
+        kind = type(value)
+        if kind not in _SCALARS or (kind is str and len(value) > _MEMO_TEXT):
+            return None
+        items.append((field, kind, value))
+    return (name, *items)
+
+
+@functools.lru_cache(maxsize=4096)
+def _decode_small(key: tuple[Any, ...]) -> Command[Any]:
+    # Validation depends on nothing but the args, and commands are frozen, so
+    # a validated command can be handed out again: the hot read paths (GET a
+    # worker, a transcript page, an event page) skip jsonschema on repeats.
+    name, *items = key
+    args = {field: value for field, _kind, value in items}
+    _check(name, args, "/args")
+    return from_json(COMMANDS[name], args)
 
 
 def check_command(command: Command[Any]) -> None:
