@@ -427,3 +427,23 @@ def test_wait_for_event_follows_a_run(gate: GateEngine) -> None:
         gate.open(ack.run_id)
         end = wait_for_run_end(rt, ack.run_id)
         assert ack.event_id < started.event_id < end.event_id
+
+
+def test_output_is_not_held_when_the_engine_goes_quiet() -> None:
+    # "starting..." then a long silence: the timer thread must flush the chunk
+    # without waiting for more output or for the run to end.
+    said = threading.Event()
+
+    def script(ctx: RunContext, emit: Emit) -> None:
+        emit("starting...")
+        said.set()
+        ctx.signal.wait(30)
+
+    with make_runtime({"quiet": ScriptEngine(script)}) as rt:
+        ack = start(rt, "w", "quiet")
+        assert said.wait(10)
+        event = wait_for_event(rt, lambda e: e.type == "output_appended" and e.run_id == ack.run_id)
+        assert event.data == {"chars": len("starting...")}
+        assert (Role.ASSISTANT, "starting...", ack.run_id) in transcript(rt, "w")
+        assert rt.dispatch(c.GetWorker(worker_id="w")).status is WorkerStatus.RUNNING
+        rt.dispatch(c.CancelRun(worker_id="w"))

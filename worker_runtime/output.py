@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 from typing import TYPE_CHECKING
 
 from .domain import Role, TranscriptEntry
@@ -19,7 +20,9 @@ class RunOutput:
 
     Streaming engines emit many small chunks; one entry per chunk would bloat
     the transcript, so chunks are joined until 4 KiB or 0.2 s have passed.
-    Output past ``max_output_chars`` is cut with a marker.
+    A chunk is never held longer than that: if the engine goes quiet, the
+    runtime's timer thread flushes it. Output past ``max_output_chars`` is cut
+    with a marker.
     """
 
     FLUSH_CHARS = 4096
@@ -33,9 +36,17 @@ class RunOutput:
         self._total = 0
         self._truncated = False
         self._since = rt.clock.monotonic()
+        self._timer_set = False
+        # The engine's thread and the timer thread both flush; one at a time,
+        # so entries keep the order the engine emitted them in.
+        self._lock = threading.Lock()
 
     def write(self, chunk: str) -> None:
         """The engine's ``emit``: buffer ``chunk``, flushing when due."""
+        with self._lock:
+            self._write(chunk)
+
+    def _write(self, chunk: str) -> None:
         if not chunk or self._truncated:
             return
         room = self._rt.config.max_output_chars - self._total
@@ -51,10 +62,18 @@ class RunOutput:
             or self._size >= self.FLUSH_CHARS
             or now - self._since >= self.FLUSH_SECONDS
         ):
-            self.flush()
+            self._flush()
+        elif not self._timer_set:
+            self._timer_set = True
+            self._rt.runs.timers.call_at(self._since + self.FLUSH_SECONDS, self._job, self.flush)
 
     def flush(self) -> None:
         """Append what is buffered as one entry, unless the run has ended."""
+        with self._lock:
+            self._timer_set = False
+            self._flush()
+
+    def _flush(self) -> None:
         self._since = self._rt.clock.monotonic()
         if not self._parts:
             return

@@ -14,6 +14,7 @@ import heapq
 import itertools
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -143,7 +144,7 @@ class RunManager:
         self._pool = ThreadPoolExecutor(
             max_workers=rt.config.max_concurrent_runs, thread_name_prefix="wr-run"
         )
-        self._watchdog = _Watchdog(self)
+        self.timers = Timers(self)
 
     def submit(self, job: Job) -> None:
         """Queue ``job`` (lock held)."""
@@ -190,7 +191,7 @@ class RunManager:
                 reason = job.signal.reason or RunStatus.CANCELLED
                 finish_run(rt, job.worker_id, job.run_id, reason, why)
         rt.sync()
-        self._watchdog.stop()
+        self.timers.stop()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _execute(self, job: Job) -> None:
@@ -221,7 +222,7 @@ class RunManager:
             run = dataclasses.replace(run, status=RunStatus.RUNNING, started_at=rt.clock.now())
             event = rt.emit("run_started", job.worker_id, job.run_id)
             rt.save_worker(record, active_run=run, last_event_id=event.event_id)
-            self._watchdog.add(rt.clock.monotonic() + job.timeout_s, job)
+            self.timers.add_deadline(rt.clock.monotonic() + job.timeout_s, job)
         return True
 
     def _call_engine(self, job: Job) -> tuple[RunStatus, str | None]:
@@ -255,33 +256,43 @@ def _abort_message(reason: RunStatus, job: Job) -> str:
     return job.abort_error or "cancelled"
 
 
-class _Watchdog:
-    """One thread that aborts runs at their deadline and, a grace period later,
-    finalizes those whose engine ignored the abort."""
+class Timers:
+    """One thread that runs callbacks at monotonic times, for every run of the
+    runtime: deadlines (abort, then finalize a grace period later) and delayed
+    output flushes. Each entry belongs to a job; entries of finished jobs are
+    skipped, and pruned as the heap grows."""
+
+    MIN_COMPACT = 256
 
     def __init__(self, manager: RunManager) -> None:
         self._manager = manager
-        self._heap: list[tuple[float, int, Job, bool]] = []
+        self._heap: list[tuple[float, int, Job, Callable[[], None]]] = []
         self._seq = itertools.count()
         self._cond = threading.Condition()
         self._stopped = False
         self._thread: threading.Thread | None = None
         self._compact_at = self.MIN_COMPACT
 
-    MIN_COMPACT = 256
-
-    def add(self, deadline: float, job: Job, forced: bool = False) -> None:
+    def call_at(self, when: float, job: Job, callback: Callable[[], None]) -> None:
+        """Run ``callback`` on the timer thread at ``when`` unless ``job`` has ended."""
         with self._cond:
+            if self._stopped:
+                return
             if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="wr-watchdog", daemon=True)
+                self._thread = threading.Thread(target=self._loop, name="wr-timers", daemon=True)
                 self._thread.start()
             if len(self._heap) >= self._compact_at:
                 self._compact()
-            heapq.heappush(self._heap, (deadline, next(self._seq), job, forced))
+            heapq.heappush(self._heap, (when, next(self._seq), job, callback))
             self._cond.notify()
 
+    def add_deadline(self, deadline: float, job: Job) -> None:
+        """Abort ``job`` at ``deadline``; finalize it a grace period later if its
+        engine ignored the abort."""
+        self.call_at(deadline, job, lambda: self._expire(job))
+
     def _compact(self) -> None:
-        # Finished runs stay in the heap until their deadline, holding their
+        # Finished runs' entries would stay until their time, holding their
         # input; drop them now and then so memory follows the active runs only.
         self._heap = [item for item in self._heap if item[2].final_status is None]
         heapq.heapify(self._heap)
@@ -295,29 +306,34 @@ class _Watchdog:
             self._thread.join(timeout=5)
 
     def _loop(self) -> None:
-        rt = self._manager._rt
+        clock = self._manager._rt.clock
         while True:
             with self._cond:
                 while not self._stopped:
-                    now = rt.clock.monotonic()
+                    now = clock.monotonic()
                     if self._heap and self._heap[0][0] <= now:
                         break
                     self._cond.wait(self._heap[0][0] - now if self._heap else None)
                 if self._stopped:
                     return
-                _, _, job, forced = heapq.heappop(self._heap)
+                _, _, job, callback = heapq.heappop(self._heap)
             # Not ``job.returned``: an engine that returned but whose end could
             # not be recorded (store or lock failure) still needs finalizing.
             if job.final_status is not None:
                 continue
-            if not forced:
-                job.signal.abort(RunStatus.TIMED_OUT)
-                self.add(rt.clock.monotonic() + rt.config.cancel_grace_s, job, forced=True)
-                continue
             try:
-                with rt.locked():
-                    reason = job.signal.reason or RunStatus.TIMED_OUT
-                    finish_run(rt, job.worker_id, job.run_id, reason, _abort_message(reason, job))
-                rt.sync()
+                callback()
             except WorkerRuntimeError as exc:
-                log.error("could not finalize run %s: %s", job.run_id, exc.message)
+                log.error("timer for run %s failed: %s", job.run_id, exc.message)
+
+    def _expire(self, job: Job) -> None:
+        rt = self._manager._rt
+        job.signal.abort(RunStatus.TIMED_OUT)
+        self.call_at(rt.clock.monotonic() + rt.config.cancel_grace_s, job, lambda: self._force(job))
+
+    def _force(self, job: Job) -> None:
+        rt = self._manager._rt
+        with rt.locked():
+            reason = job.signal.reason or RunStatus.TIMED_OUT
+            finish_run(rt, job.worker_id, job.run_id, reason, _abort_message(reason, job))
+        rt.sync()
