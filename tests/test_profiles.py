@@ -230,3 +230,10 @@ def test_the_readme_examples_are_valid_profiles_files(tmp_path: Path) -> None:
     for language, text in examples:
         text = text.replace('"/opt/tools"', json.dumps(str(tmp_path)))  # cwd must exist
         assert parse_profiles(text.encode(), f"example.{language}")
+
+
+def test_runtime_lists_every_registered_engine_even_unused() -> None:
+    with Runtime.open() as runtime:
+        info = runtime.dispatch(commands.GetRuntime())
+    assert [p.name for p in info.profiles] == ["echo"]
+    assert info.engines == ("command", "echo", "openai_chat")

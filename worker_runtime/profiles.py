@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .domain import ProfileSelector
-from .engines import Engine, build_engine
+from .engines import ENGINES, Engine, build_engine
 from .errors import UnknownProfile
 
 __all__ = ["DEFAULT_PROFILE", "Profile", "ProfileRegistry"]
@@ -51,6 +51,7 @@ class ProfileRegistry:
         self._builtin = {p.name: p for p in BUILTIN_PROFILES}
         self._named = {p.name: p for p in named}
         extra = dict(engines or {})
+        self._engine_names = sorted({*ENGINES, *extra})
         self._engines: dict[tuple[str, str], Engine] = {}
         # Build every engine up front so a bad setting fails at start-up.
         for profile in self.all():
@@ -81,7 +82,8 @@ class ProfileRegistry:
         return self._engines[(profile.kind, profile.name)]
 
     def engine_names(self) -> list[str]:
-        return sorted({p.engine for p in self.all()})
+        """Every engine a profile may name here (not only those in use)."""
+        return self._engine_names
 
     def close(self) -> None:
         for engine in self._engines.values():
