@@ -59,7 +59,9 @@ def runtime_dir(data_dir: Path, runtime_id: str = RUNTIME_ID) -> Path:
 
 
 class FaultyOps(FileOps):
-    """The real file layer, except that ``fail_*`` makes the next calls fail with EIO.
+    """The real file layer, except that ``fail_*`` makes the next calls fail:
+    every fsync (EIO), every write (ENOSPC), or only writes to the commit
+    journal (after the logs of a flush were written: a crash before its commit).
 
     Counts fsyncs so a test can see that a failed one is never retried.
     """
@@ -67,9 +69,16 @@ class FaultyOps(FileOps):
     def __init__(self) -> None:
         self.fail_fsync = False
         self.fail_write = False
+        self.fail_journal = False
         self.fsyncs = 0
         self.fsync_gate: threading.Event | None = None
         self.in_fsync = threading.Event()
+        self._paths: dict[int, str] = {}
+
+    def open(self, path: str, flags: int, mode: int = 0o644) -> int:
+        fd = super().open(path, flags, mode)
+        self._paths[fd] = path
+        return fd
 
     def fsync(self, fd: int) -> None:
         self.fsyncs += 1
@@ -81,9 +90,19 @@ class FaultyOps(FileOps):
         super().fsync(fd)
 
     def write(self, fd: int, data: bytes | memoryview) -> None:
-        if self.fail_write:
+        journal = self._paths.get(fd, "").endswith("journal.jsonl")
+        if self.fail_write or (self.fail_journal and journal):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         super().write(fd, data)
+
+
+class NoSyncOps(FileOps):
+    """The real file layer without fsyncs: for tests of what bytes on disk are
+    recovered to, run over many copies of a store, where durability is not the
+    question (and fsyncs would only make them slow)."""
+
+    def fsync(self, fd: int) -> None:
+        return None
 
 
 def child_env() -> dict[str, str]:

@@ -13,9 +13,10 @@ import pytest
 
 from worker_runtime import Runtime
 from worker_runtime import commands as c
-from worker_runtime.errors import StoreCorrupt, WorkerNotFound
+from worker_runtime.domain import WorkerStatus
+from worker_runtime.errors import RuntimeUnavailable, StoreCorrupt, WorkerNotFound
 
-from .fs_support import open_runtime, runtime_dir
+from .fs_support import FaultyOps, open_runtime, runtime_dir
 from .helpers import wait_for_run_end
 
 
@@ -41,10 +42,12 @@ def _all_events(rt: Runtime) -> list[int]:
     return [e.event_id for e in rt.dispatch(c.ReadEvents(cursor=0, limit=1000)).events]
 
 
-def _assert_quarantined(rt: Runtime, data_dir: Path, *fragments: str) -> None:
+def _assert_quarantined(
+    rt: Runtime, data_dir: Path, *fragments: str, code: str = "store_corrupt"
+) -> None:
     with pytest.raises(WorkerNotFound):
         rt.dispatch(c.GetWorker(worker_id="bad"))
-    (message,) = [m for m in _diagnostics(rt, "store_corrupt") if "workers/bad/" in m]
+    (message,) = [m for m in _diagnostics(rt, code) if "workers/bad/" in m]
     for fragment in fragments:
         assert fragment in message
     assert _diagnostics(rt, "store_quarantined")
@@ -92,17 +95,19 @@ def test_a_corrupt_line_inside_a_transcript(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("missing", "fragment"),
+    ("missing", "code", "fragment"),
     [
-        ("workers/bad/worker.json", "workers/bad/worker.json is missing"),
-        ("workers/bad/transcript.jsonl", "has 0 entries but the worker record says 6"),
+        ("workers/bad/worker.json", "store_incomplete_worker", "worker.json is missing"),
+        ("workers/bad/transcript.jsonl", "store_corrupt", "has 0 records; 6 were committed"),
     ],
 )
-def test_a_missing_worker_file_is_reported(tmp_path: Path, missing: str, fragment: str) -> None:
+def test_a_missing_worker_file_is_reported(
+    tmp_path: Path, missing: str, code: str, fragment: str
+) -> None:
     _setup(tmp_path)
     (runtime_dir(tmp_path) / missing).unlink()
     with open_runtime(tmp_path) as rt:
-        _assert_quarantined(rt, tmp_path, fragment)
+        _assert_quarantined(rt, tmp_path, fragment, code=code)
 
 
 @pytest.mark.parametrize("index", ["events.idx", "workers/bad/transcript.idx", "diagnostics.idx"])
@@ -136,11 +141,14 @@ def test_a_missing_event_log_is_reported_and_ids_continue(tmp_path: Path) -> Non
         highest = _all_events(rt)[-1]
     (runtime_dir(tmp_path) / "events.jsonl").unlink()
     with open_runtime(tmp_path) as rt:
-        assert any("events.jsonl is missing" in m for m in _diagnostics(rt, "store_corrupt"))
+        (message,) = [m for m in _diagnostics(rt, "store_corrupt") if "events.jsonl" in m]
+        assert f"has 0 records; {highest} were committed" in message
         _talk(rt, "good", "more")
         ids = _all_events(rt)
-        assert ids and ids[0] > highest - 1 and ids == list(range(ids[0], ids[0] + len(ids)))
+        assert ids == list(range(highest + 1, highest + 1 + len(ids)))
         assert rt.dispatch(c.GetTranscript(worker_id="good")).total_items == 4
+    with open_runtime(tmp_path) as rt:  # the new log is the committed one from now on
+        assert _all_events(rt)[0] == highest + 1
 
 
 def test_a_corrupt_runtime_record_is_reported_and_rewritten(tmp_path: Path) -> None:
@@ -153,50 +161,42 @@ def test_a_corrupt_runtime_record_is_reported_and_rewritten(tmp_path: Path) -> N
         assert not any("runtime.json" in m for m in _diagnostics(rt, "store_corrupt")[1:])
 
 
-def test_a_record_older_than_its_transcript_is_brought_up_to_date(tmp_path: Path) -> None:
-    # A crash between the flush's log fsync and its record rename leaves this state.
+def test_a_flush_that_never_committed_is_cut_back(tmp_path: Path) -> None:
+    # The logs of the input's flush are written and fsynced, then the commit
+    # (the journal line) fails, as if the process died right there.
+    ops = FaultyOps()
+    rt = open_runtime(tmp_path, ops=ops)
+    rt.dispatch(c.CreateWorker(worker_id="w"))
+    _talk(rt, "w", "one")
+    before = _all_events(rt)
+    ops.fail_journal = True
+    with pytest.raises(RuntimeUnavailable):
+        rt.dispatch(c.SendInput(worker_id="w", content="two"))
+    lost = [e.event_id for e in rt.store.read_events(before[-1] + 1, 100)]
+    assert lost  # a reader could see these ids
+    with pytest.raises(RuntimeUnavailable):
+        rt.store.close()
+    root = runtime_dir(tmp_path)
+    assert b'"two"' in (root / "workers/w/transcript.jsonl").read_bytes()
     with open_runtime(tmp_path) as rt:
-        rt.dispatch(c.CreateWorker(worker_id="w"))
-        _talk(rt, "w", "one")
-    record = runtime_dir(tmp_path) / "workers/w/worker.json"
-    old = record.read_bytes()
-    with open_runtime(tmp_path) as rt:
-        _talk(rt, "w", "two", "three")
-    record.write_bytes(old)
-    with open_runtime(tmp_path) as rt:
-        assert _diagnostics(rt, "store_recovered")
-        assert rt.dispatch(c.GetWorker(worker_id="w")).transcript_len == 6
-        ack = rt.dispatch(c.SendInput(worker_id="w", content="four"))
-        assert ack.transcript_sequence == 6
+        cuts = _diagnostics(rt, "store_torn_tail")
+        assert any("workers/w/transcript.jsonl" in m and "never committed" in m for m in cuts)
+        assert any("events.jsonl" in m and "event_lost" in m for m in cuts)
+        detail = rt.dispatch(c.GetWorker(worker_id="w"))
+        assert (detail.status, detail.transcript_len, detail.usage.inputs) == (
+            WorkerStatus.IDLE,
+            2,
+            1,
+        )
+        events = rt.dispatch(c.ReadEvents(cursor=0, limit=1000)).events
+        assert [e.event_id for e in events] == list(range(1, len(events) + 1))
+        # Those that reached the file keep their ids (staged-only ones cannot).
+        marked = [e.event_id for e in events if e.type == "event_lost"]
+        assert marked and marked == lost[: len(marked)]
+        ack = rt.dispatch(c.SendInput(worker_id="w", content="three"))
+        assert ack.transcript_sequence == 2 and ack.event_id > marked[-1]
         wait_for_run_end(rt, ack.run_id)
         page = rt.dispatch(c.GetTranscript(worker_id="w"))
-        assert [e.sequence for e in page.items] == list(range(8))
-        ids = _all_events(rt)
-        assert ids == list(range(1, len(ids) + 1))
-
-
-def test_entries_whose_events_were_lost_are_cut(tmp_path: Path) -> None:
-    # A crash can keep a transcript append and lose the event log append of the
-    # same flush; those entries were never acknowledged, and keeping them would
-    # let a new event take their event id.
-    with open_runtime(tmp_path) as rt:
-        rt.dispatch(c.CreateWorker(worker_id="w"))
-        _talk(rt, "w", "one")
-    root = runtime_dir(tmp_path)
-    saved = {name: (root / name).read_bytes() for name in ("workers/w/worker.json", "events.jsonl")}
-    with open_runtime(tmp_path) as rt:
-        _talk(rt, "w", "two")
-    for name, data in saved.items():
-        (root / name).write_bytes(data)
-    with open_runtime(tmp_path) as rt:
-        (message,) = _diagnostics(rt, "store_torn_tail")
-        assert "workers/w/transcript.jsonl" in message and "newer than the event log" in message
-        page = rt.dispatch(c.GetTranscript(worker_id="w"))
-        assert [e.content for e in page.items] == ["one", "one"]
-        _talk(rt, "w", "three")
-        page = rt.dispatch(c.GetTranscript(worker_id="w"))
-        events = {e.event_id: e for e in rt.dispatch(c.ReadEvents(cursor=0, limit=1000)).events}
-        assert [e.sequence for e in page.items] == list(range(4))
-        for entry in page.items:  # every entry cites its own event
-            assert events[entry.event_id].run_id == entry.run_id
-    assert list(root.glob("workers/w/transcript.jsonl.torn-*"))
+        assert [e.content for e in page.items] == ["one", "one", "three", "three"]
+    assert b'"two"' not in (root / "workers/w/transcript.jsonl").read_bytes()
+    assert any(b'"two"' in p.read_bytes() for p in root.glob("workers/w/transcript.jsonl.torn-*"))

@@ -195,26 +195,37 @@ class StoreMachine(RuleBasedStateMachine):
         assert self.loaded.new_diagnostics == []
         self._compare_loaded()
 
-    @rule()
-    def crash(self) -> None:
-        """The next flush fails before writing anything; what was synced survives."""
-        self.ops.fail_write = True
+    @rule(fault=st.sampled_from(["fail_write", "fail_journal"]))
+    def crash(self, fault: str) -> None:
+        """The next flush fails (before writing anything, or after writing the logs
+        but before its commit line): what was synced survives, nothing more."""
+        setattr(self.ops, fault, True)
         with contextlib.suppress(RuntimeUnavailable):
             self.fs.close()
-        self.ops.fail_write = False
+        setattr(self.ops, fault, False)
         self.memory, self.lengths, self.last_event, self.last_diagnostic = copy.deepcopy(
             self.durable
         )
         self.fs = self._open_fs()
         codes = {code for code, _, _ in self.loaded.new_diagnostics}
-        # A worker created after the last sync may leave an empty directory behind.
-        assert codes <= {"store_incomplete_worker", "store_quarantined"}
+        # A worker whose creation never committed has its files moved aside.
+        allowed = {"store_torn_tail", "store_incomplete_worker", "store_quarantined"}
+        assert codes <= allowed, self.loaded.new_diagnostics
         self._compare_loaded()
+        # Ids of events cut as uncommitted are kept by placeholders, never reused.
+        lost = self.fs.read_events(self.last_event + 1, 1000)
+        assert all(e.type == "event_lost" for e in lost)
+        self.memory_lost(lost)
+
+    def memory_lost(self, lost: list[Event]) -> None:
+        for event in lost:
+            self.memory.append_event(event)
+            self.last_event = event.event_id
 
     def _compare_loaded(self) -> None:
         expected = self.memory.load()
         assert self.loaded.workers == expected.workers
-        assert self.loaded.last_event_id == expected.last_event_id
+        assert self.loaded.last_event_id >= expected.last_event_id
         assert self.loaded.diagnostic_count == expected.diagnostic_count
         assert self.loaded.last_diagnostic_id == expected.last_diagnostic_id
 

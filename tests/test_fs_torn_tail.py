@@ -1,6 +1,6 @@
-"""Torn tails: for every byte offset inside the last record of each log, reopening
-keeps every earlier record, reports the cut (keeping the bytes aside), and the
-next append is valid."""
+"""Torn tails: for every byte offset inside the last record of each log (and of
+the commit journal), reopening keeps every earlier record, reports the cut
+(keeping the bytes aside), and the next append is valid."""
 
 from __future__ import annotations
 
@@ -26,13 +26,14 @@ from worker_runtime.domain import (
     WorkerRecord,
     WorkerStatus,
 )
+from worker_runtime.errors import RuntimeUnavailable
 from worker_runtime.stores.base import IdempotencyRecord
 from worker_runtime.stores.fs import FsStore
-from worker_runtime.stores.fs_files import encode_worker
 
-from .fs_support import RUNTIME_ID, runtime_dir
+from .fs_support import RUNTIME_ID, FaultyOps, NoSyncOps, runtime_dir
 
 NOW = "2024-01-01T00:00:00.000Z"
+FAST = NoSyncOps()  # reopening hundreds of copies: what is on disk matters here, not fsync
 N = 3  # records per log in the fixture
 
 
@@ -55,8 +56,6 @@ def _worker(transcript_len: int) -> WorkerRecord:
 
 
 def _entry(i: int) -> TranscriptEntry:
-    # Every entry cites event 1, which no test tears: an entry citing a torn event
-    # is cut as unacknowledged (tested with the runtime in test_fs_corrupt.py).
     return TranscriptEntry(sequence=i, role=Role.USER, content=f"m{i}", event_id=1, created_at=NOW)
 
 
@@ -87,10 +86,8 @@ class Log:
         append: Callable[[FsStore, int], None],
         read: Callable[[FsStore], list[Any]],
         make: Callable[[int], Any],
-        lagging_record: bool = False,
     ) -> None:
         self.rel, self.append, self.read, self.make = rel, append, read, make
-        self.lagging_record = lagging_record
 
 
 LOGS = [
@@ -117,9 +114,6 @@ LOGS = [
         lambda s, i: (s.append_transcript("w", _entry(i)), s.put_worker(_worker(i + 1))),
         lambda s: s.read_transcript("w", 0, 100),
         _entry,
-        # A torn transcript entry belongs to a flush that never renamed the
-        # worker record, so the record on disk still counts one entry fewer.
-        lagging_record=True,
     ),
     Log(
         "workers/w/runs.jsonl",
@@ -130,18 +124,33 @@ LOGS = [
 ]
 
 
+def _crash(store: FsStore, ops: FaultyOps) -> None:
+    """Stop ``store`` the way a killed process would: nothing more is committed."""
+    ops.fail_write = True
+    with pytest.raises(RuntimeUnavailable):
+        store.close()
+
+
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A store with N records in every log."""
+    """A store with N - 1 committed records in every log, and an Nth one written
+    to every log (fsynced) by a flush whose commit failed: what a crash leaves."""
     data_dir = tmp_path_factory.mktemp("pristine")
-    store = FsStore.open(str(data_dir), RUNTIME_ID, new_id)
+    ops = FaultyOps()
+    store = FsStore.open(str(data_dir), RUNTIME_ID, new_id, ops=ops)
     store.load()
     store.put_runtime(RuntimeRecord(runtime_id=RUNTIME_ID, display_name=None, created_at=NOW))
     store.put_worker(_worker(0))
     for log in LOGS:
-        for i in range(N):
+        for i in range(N - 1):
             log.append(store, i)
-    store.close()
+    store.sync()
+    for log in LOGS:
+        log.append(store, N - 1)
+    ops.fail_journal = True
+    with pytest.raises(RuntimeUnavailable):
+        store.sync()
+    _crash(store, ops)
     return data_dir
 
 
@@ -149,6 +158,11 @@ def _cuts(path: Path) -> tuple[int, list[int]]:
     data = path.read_bytes()
     start = data.rindex(b"\n", 0, len(data) - 1) + 1
     return start, list(range(start + 1, len(data)))
+
+
+def _fresh_copy(pristine: Path, work: Path) -> None:
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(pristine, work)
 
 
 @pytest.mark.parametrize("log", LOGS, ids=[log.rel for log in LOGS])
@@ -159,45 +173,76 @@ def test_every_torn_tail_is_cut_and_the_log_stays_appendable(
     original = source.read_bytes()
     start, offsets = _cuts(source)
     expected = [log.make(i) for i in range(N - 1)]
+    work = tmp_path / "work"
     for offset in offsets:
-        work = tmp_path / "work"
-        shutil.rmtree(work, ignore_errors=True)
-        shutil.copytree(pristine, work)
+        _fresh_copy(pristine, work)
         target = runtime_dir(work) / log.rel
         with target.open("r+b") as f:
             f.truncate(offset)
-        if log.lagging_record:
-            (runtime_dir(work) / "workers/w/worker.json").write_bytes(
-                encode_worker(0, _worker(N - 1))
-            )
 
-        store = FsStore.open(str(work), RUNTIME_ID, new_id)
+        store = FsStore.open(str(work), RUNTIME_ID, new_id, ops=FAST)
         problems = store.load().new_diagnostics
         assert log.read(store) == expected, offset
-        torn = [p for p in problems if p[0] == "store_torn_tail"]
-        assert len(torn) == 1 and log.rel in torn[0][1], (offset, problems)
-        assert [p for p in problems if p[0] != "store_torn_tail"] == []
+        # This log reports its torn bytes; the others, their uncommitted last line.
+        (torn,) = [p for p in problems if log.rel in p[1]]
+        assert torn[0] == "store_torn_tail" and "incomplete" in torn[1], (offset, torn)
+        assert {p[0] for p in problems} == {"store_torn_tail"}
         (aside,) = target.parent.glob(target.name + ".torn-*")
         assert aside.read_bytes() == original[start:offset]
 
         log.append(store, N - 1)  # the record that was torn, written again
         store.close()
-        reopened = FsStore.open(str(work), RUNTIME_ID, new_id)
+        reopened = FsStore.open(str(work), RUNTIME_ID, new_id, ops=FAST)
         assert reopened.load().new_diagnostics == []
         assert log.read(reopened) == [log.make(i) for i in range(N)]
         reopened.close()
     assert target.read_bytes() == original
 
 
+def test_every_torn_commit_line_uncommits_its_flush(tmp_path: Path) -> None:
+    data_dir = tmp_path / "pristine"
+    ops = FaultyOps()
+    store = FsStore.open(str(data_dir), RUNTIME_ID, new_id, ops=ops)
+    store.load()
+    store.put_worker(_worker(0))
+    shared = LOGS[:3]  # the runtime-wide logs: the last commit line stays short
+    for i in range(N):  # one commit per round: N lines in the journal
+        for log in LOGS if i < N - 1 else shared:
+            log.append(store, i)
+        store.sync()
+    _crash(store, ops)
+    journal = runtime_dir(data_dir) / "journal.jsonl"
+    start, offsets = _cuts(journal)
+    for offset in [start, *offsets]:
+        work = tmp_path / "work"
+        _fresh_copy(data_dir, work)
+        with (runtime_dir(work) / "journal.jsonl").open("r+b") as f:
+            f.truncate(offset)
+        store = FsStore.open(str(work), RUNTIME_ID, new_id, ops=FAST)
+        problems = store.load().new_diagnostics
+        assert ("journal.jsonl" in str(problems)) == (offset != start)
+        for log in LOGS[1:3]:  # events: the last one is now an event_lost placeholder
+            assert log.read(store) == [log.make(i) for i in range(N - 1)], (offset, log.rel)
+            assert any(log.rel in m and "never committed" in m for _, m, _ in problems)
+        assert [e.type for e in store.read_events(1, 100)] == ["test"] * (N - 1) + ["event_lost"]
+        assert store.read_transcript("w", 0, 100) == [_entry(i) for i in range(N - 1)]
+        store.append_diagnostic(_diagnostic(N - 1))
+        store.close()
+        again = FsStore.open(str(work), RUNTIME_ID, new_id, ops=FAST)
+        assert again.load().new_diagnostics == []
+        assert list(again.read_diagnostics()) == [_diagnostic(i) for i in range(N)]
+        again.close()
+
+
 def test_trailing_garbage_after_a_crash_is_cut(pristine: Path, tmp_path: Path) -> None:
     # Some file systems leave zero-filled blocks past the last complete write.
-    shutil.copytree(pristine, tmp_path / "work")
+    _fresh_copy(pristine, tmp_path / "work")
     events = runtime_dir(tmp_path / "work") / "events.jsonl"
     with events.open("ab") as f:
         f.write(b"\x00" * 100 + b"\n" + b"\x00" * 50)
     store = FsStore.open(str(tmp_path / "work"), RUNTIME_ID, new_id)
     state = store.load()
     assert state.last_event_id == N
-    assert [p[0] for p in state.new_diagnostics] == ["store_torn_tail"]
-    assert store.read_events(1, 100) == [_event(i) for i in range(N)]
+    assert {p[0] for p in state.new_diagnostics} == {"store_torn_tail"}
+    assert store.read_events(1, 100)[: N - 1] == [_event(i) for i in range(N - 1)]
     store.close()

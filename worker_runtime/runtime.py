@@ -63,6 +63,7 @@ class Runtime:
         self.runtime_id = store.runtime_id
         self.status = "running"
         self._lock = threading.Lock()
+        store.bind_lock(self._lock)  # so a group flush never splits an operation
         # Long-pollers wait on this; every new event notifies it.
         self.events_changed = threading.Condition(self._lock)
         self.workers: dict[str, WorkerRecord] = {}

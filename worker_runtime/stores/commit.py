@@ -7,6 +7,11 @@ it without the mutex; threads arriving meanwhile wait on a condition until a
 flush covering their generation is done, and one of them leads the next
 flush. Under load a flush covers many writers at the cost of one.
 
+If an ``outer`` lock is set (the runtime's, held while it stages one
+operation's writes), the leader takes it around ``take``: a batch then ends
+between two operations, never inside one, so what a flush commits is always
+a consistent state.
+
 A failed flush is never retried: after a failed fsync the kernel may have
 dropped the data, so the failure sticks and every later stage or sync
 raises :class:`~worker_runtime.errors.RuntimeUnavailable`.
@@ -14,6 +19,7 @@ raises :class:`~worker_runtime.errors.RuntimeUnavailable`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -47,19 +53,23 @@ class GroupCommit(Generic[B]):
         self._durable = 0
         self._flushing = False
         self._failure: str | None = None
+        self.outer: threading.Lock | None = None
         self.flushes = 0  # how many flushes ran (for tests and benchmarks)
 
     def check(self) -> None:
         """Raise ``RuntimeUnavailable`` if a flush has failed (mutex held)."""
         if self._failure is not None:
             raise RuntimeUnavailable(
-                f"the store failed and accepts no more writes: {self._failure}",
+                f"the store accepts no more writes: {self._failure}",
                 details={"retry_after_s": 1},
             )
 
-    def fail(self, reason: str) -> None:
-        """Refuse every later stage and sync (mutex held), e.g. once the store is closed."""
-        self._failure = self._failure or reason
+    def close(self, reason: str) -> None:
+        """Refuse every later stage and sync, once a flush under way has finished."""
+        with self._cond:
+            while self._flushing:
+                self._cond.wait()
+            self._failure = self._failure or reason
 
     def staged(self) -> None:
         """Count one staged write (mutex held); refused after a failure."""
@@ -80,12 +90,16 @@ class GroupCommit(Generic[B]):
                     self._lead()
 
     def _lead(self) -> None:
-        generation = self._staged
-        batch = self._take()
         self._flushing = True
         failure: str | None = "the flush was interrupted"
+        generation = self._durable
+        batch: B | None = None
         self._cond.release()
         try:
+            # Lock order as when staging: the outer lock first, then the mutex.
+            with self.outer or contextlib.nullcontext(), self._cond:
+                generation = self._staged
+                batch = self._take()
             self._flush(batch)
             failure = None
         except OSError as exc:
@@ -98,6 +112,7 @@ class GroupCommit(Generic[B]):
             self._flushing = False
             self.flushes += 1
             if failure is None:
+                assert batch is not None
                 self._done(batch)
                 self._durable = generation
             else:

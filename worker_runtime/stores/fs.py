@@ -1,21 +1,26 @@
 """The filesystem store: durable, crash-safe, and fast through group commit.
 
 Writes are staged in memory (cheap, under the runtime's lock) and made
-durable by :meth:`FsStore.sync`, which shares one flush among all threads
-waiting at the same time (see ``commit.py``). A flush:
+durable by :meth:`FsStore.sync`, which shares one flush among all the
+threads waiting at the same time (``commit.py``). A flush:
 
-1. creates new worker directories;
-2. appends staged log lines (events, transcripts, runs, diagnostics,
-   idempotency keys) and writes each dirty record once, to a temp file in
-   its own directory, however many times it changed since the last flush;
-3. fsyncs all of those at once, with the directories of new files;
-4. renames the temp files over the records (``os.replace``) and fsyncs
-   their directories.
+1. appends the staged lines to every log that has some (events,
+   transcripts, runs, diagnostics, idempotency keys) and fsyncs them all at
+   once, with the directory of any new file;
+2. appends one line to the commit journal: the latest version of every
+   record that changed, each saying how many lines of its logs are now
+   committed, and fsyncs it. That fsync is the commit; nothing is
+   acknowledged before it.
 
-A record is therefore never newer than its logs, and loading
-(``fs_load.py``) reconciles a record that is older. Any ``OSError`` fails
-the store for good (``runtime_unavailable``); see ``fs_files.py`` for the
-layout.
+Records are replaced atomically in their own files (temp file in the same
+directory, fsync, ``os.replace``, fsync the directory) at checkpoints: when
+the journal grows past :data:`JOURNAL_LIMIT`, on close, and after recovery;
+the journal is then emptied. Loading (``fs_load.py``) rebuilds the committed
+state from the record files and the journal and cuts every log back to it,
+so after a crash the store is exactly as of its last commit: no half-done
+operation, no entry without its event. A flush is cut between two runtime
+operations (see :meth:`FsStore.bind_lock`). Any ``OSError`` fails the store
+for good (``runtime_unavailable``). The layout is in ``fs_files.py``.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import contextlib
 import functools
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,22 +38,28 @@ from ..domain import Diagnostic, Event, Run, RuntimeRecord, TranscriptEntry, Wor
 from ..errors import ConfigError, RuntimeUnavailable
 from .base import IdempotencyRecord, Store, StoreState
 from .commit import GroupCommit
-from .fs_files import Layout, WorkerFiles, encode_runtime, encode_worker
+from .fs_files import Layout, WorkerFiles, dump, runtime_envelope, worker_envelope
 from .fs_load import Loaded, load
 from .fsio import FileOps, Parallel
 from .jsonl import JsonlLog, Written
 from .lock import DirLock, default_runtime_id
 
-__all__ = ["FsStore"]
+__all__ = ["JOURNAL_LIMIT", "FsStore"]
+
+JOURNAL_LIMIT = 4 << 20
+"""Journal bytes that trigger a checkpoint (bounds restart work and disk use)."""
+OPEN_LOGS = 128
+"""Logs whose append descriptors the leader keeps open between flushes."""
+RUNTIME = ""  # the runtime record's key; worker records are keyed by worker id
 
 
 @dataclass(kw_only=True)
 class _Batch:
-    """What one flush writes; ``written`` is filled in by the flush."""
+    """What one flush writes; ``written`` is filled in as the logs are written."""
 
-    dirs: list[str]
     logs: list[tuple[JsonlLog[Any], list[Any]]]
-    records: list[tuple[str, Callable[[], bytes]]]
+    records: dict[str, Callable[[], dict[str, Any]]]
+    new_dirs: list[WorkerFiles]
     written: list[tuple[JsonlLog[Any], Written]] = field(default_factory=list)
 
 
@@ -55,7 +67,8 @@ class FsStore(Store):
     """Runtime state in files under ``<data_dir>/runtimes/<runtime_id>/``.
 
     Open with :meth:`FsStore.open`, which takes the directory's lock and
-    recovers what a crash left; :meth:`close` flushes and releases the lock.
+    recovers what a crash left; :meth:`close` flushes, checkpoints and
+    releases the lock.
     """
 
     kind = "fs"
@@ -71,19 +84,27 @@ class FsStore(Store):
             self._mutex, take=self._take, flush=self._flush, done=self._done
         )
         self._state = loaded.state
-        self._events = loaded.events
-        self._first_event_id = loaded.first_event_id
+        self._runtime = loaded.runtime
+        self._events, self._events_base = loaded.events, loaded.events_base
         self._diagnostics = loaded.diagnostics
         self._diagnostic_cache: list[Diagnostic] | None = None
         self._idempotency_log = loaded.idempotency_log
         self._idempotency = loaded.idempotency
+        self._journal = loaded.journal
         self._workers = loaded.workers
+        self._records = loaded.records  # the latest staged record of each worker
         self._next_seq = loaded.next_seq
-        self._dirty_logs: dict[int, JsonlLog[Any]] = {}
-        self._dirty_workers: dict[str, WorkerRecord] = {}
-        self._dirty_runtime: RuntimeRecord | None = None
-        self._new_dirs: list[str] = []
+        self._dirty_logs: dict[int, JsonlLog[Any]] = {}  # staged since the last take
+        self._dirty_keys: set[str] = set()
+        # The leader's alone: committed records not yet in their files, open logs.
+        self._committed = {key: self._envelope(key)() for key in loaded.stale}
+        self._open_logs: OrderedDict[int, JsonlLog[Any]] = OrderedDict()
         self._closed = False
+        if self._committed:
+            self._checkpoint()
+        for event in loaded.lost_events:  # committed by the first flush
+            self._commit.staged()
+            self._stage(RUNTIME, self._events, event)
 
     @classmethod
     def open(
@@ -129,18 +150,55 @@ class FsStore(Store):
     def load(self) -> StoreState:
         return self._state
 
-    # -- records -------------------------------------------------------------------
+    def bind_lock(self, lock: threading.Lock) -> None:
+        self._commit.outer = lock
+
+    # -- staging -------------------------------------------------------------------
 
     def put_runtime(self, record: RuntimeRecord) -> None:
         with self._mutex:
             self._commit.staged()
-            self._dirty_runtime = record
+            self._runtime = record
+            self._dirty_keys.add(RUNTIME)
 
     def put_worker(self, record: WorkerRecord) -> None:
         with self._mutex:
             self._commit.staged()
             self._files(record.worker_id)
-            self._dirty_workers[record.worker_id] = record
+            self._records[record.worker_id] = record
+            self._dirty_keys.add(record.worker_id)
+
+    def append_transcript(self, worker_id: str, entry: TranscriptEntry) -> None:
+        with self._mutex:
+            self._commit.staged()
+            self._stage(worker_id, self._files(worker_id).transcript, entry)
+
+    def put_run(self, worker_id: str, run: Run) -> None:
+        with self._mutex:
+            self._commit.staged()
+            files = self._files(worker_id)
+            self._stage(worker_id, files.runs, run)
+            if files.runs_by_id is not None:
+                files.runs_by_id[run.run_id] = run
+
+    def append_event(self, event: Event) -> None:
+        with self._mutex:
+            self._commit.staged()
+            self._stage(RUNTIME, self._events, event)
+
+    def append_diagnostic(self, diagnostic: Diagnostic) -> None:
+        with self._mutex:
+            self._commit.staged()
+            self._stage(RUNTIME, self._diagnostics, diagnostic)
+            if self._diagnostic_cache is not None:
+                self._diagnostic_cache.append(diagnostic)
+
+    def put_idempotency(self, record: IdempotencyRecord) -> None:
+        with self._mutex:
+            self._commit.staged()
+            if record.key not in self._idempotency:
+                self._idempotency[record.key] = record
+                self._stage(RUNTIME, self._idempotency_log, record)
 
     def _files(self, worker_id: str) -> WorkerFiles:
         files = self._workers.get(worker_id)
@@ -148,32 +206,19 @@ class FsStore(Store):
             files = WorkerFiles.create(self.layout, worker_id, self._next_seq, self._ops)
             self._next_seq += 1
             self._workers[worker_id] = files
-            self._new_dirs.append(worker_id)
         return files
 
-    def _stage(self, log: JsonlLog[Any], item: Any) -> None:
+    def _stage(self, key: str, log: JsonlLog[Any], item: Any) -> None:
         log.append(item)
         self._dirty_logs[id(log)] = log
+        self._dirty_keys.add(key)  # the record holding this log's committed length
 
-    # -- logs ---------------------------------------------------------------------
-
-    def append_transcript(self, worker_id: str, entry: TranscriptEntry) -> None:
-        with self._mutex:
-            self._commit.staged()
-            self._stage(self._files(worker_id).transcript, entry)
+    # -- reading -------------------------------------------------------------------
 
     def read_transcript(self, worker_id: str, start: int, limit: int) -> list[TranscriptEntry]:
         with self._mutex, self._reading():
             files = self._workers.get(worker_id)
             return files.transcript.read(start, limit) if files else []
-
-    def put_run(self, worker_id: str, run: Run) -> None:
-        with self._mutex:
-            self._commit.staged()
-            files = self._files(worker_id)
-            self._stage(files.runs, run)
-            if files.runs_by_id is not None:
-                files.runs_by_id[run.run_id] = run
 
     def get_run(self, worker_id: str, run_id: str) -> Run | None:
         with self._mutex, self._reading():
@@ -184,21 +229,9 @@ class FsStore(Store):
                 files.runs_by_id = {run.run_id: run for run in files.runs.read_all()}
             return files.runs_by_id.get(run_id)
 
-    def append_event(self, event: Event) -> None:
-        with self._mutex:
-            self._commit.staged()
-            self._stage(self._events, event)
-
     def read_events(self, cursor: int, limit: int) -> list[Event]:
         with self._mutex, self._reading():
-            return self._events.read(max(cursor - self._first_event_id, 0), limit)
-
-    def append_diagnostic(self, diagnostic: Diagnostic) -> None:
-        with self._mutex:
-            self._commit.staged()
-            self._stage(self._diagnostics, diagnostic)
-            if self._diagnostic_cache is not None:
-                self._diagnostic_cache.append(diagnostic)
+            return self._events.read(max(cursor - self._events_base - 1, 0), limit)
 
     def read_diagnostics(self) -> Sequence[Diagnostic]:
         with self._mutex, self._reading():
@@ -209,13 +242,6 @@ class FsStore(Store):
     def get_idempotency(self, key: str) -> IdempotencyRecord | None:
         with self._mutex:
             return self._idempotency.get(key)
-
-    def put_idempotency(self, record: IdempotencyRecord) -> None:
-        with self._mutex:
-            self._commit.staged()
-            if record.key not in self._idempotency:
-                self._idempotency[record.key] = record
-                self._stage(self._idempotency_log, record)
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[None]:
@@ -232,79 +258,124 @@ class FsStore(Store):
         self._commit.sync()
 
     def close(self) -> None:
-        """Flush everything and release the directory lock (idempotent)."""
+        """Flush, checkpoint, and release the directory lock (idempotent)."""
         if self._closed:
             return
         self._closed = True
         try:
             self._commit.sync()
+            self._commit.close("the store is closed")
+            try:
+                self._checkpoint()
+            except OSError as exc:
+                raise RuntimeUnavailable(f"the store could not checkpoint: {exc.strerror}") from exc
         finally:
-            with self._mutex:
-                self._commit.fail("the store is closed")
+            self._commit.close("the store is closed")
+            for log in [*self._open_logs.values(), self._journal]:
+                log.close_files()
             self._parallel.close()
             self._lock_file.release()
 
+    def _envelope(self, key: str) -> Callable[[], dict[str, Any]]:
+        """The record ``key`` as it stands now (mutex held), to encode later."""
+        if key == RUNTIME:
+            ends = {
+                "events": self._events.count,
+                "events_base": self._events_base,
+                "diagnostics": self._diagnostics.count,
+                "idempotency": self._idempotency_log.count,
+            }
+            return functools.partial(runtime_envelope, self._runtime, ends)
+        files = self._workers[key]
+        return functools.partial(worker_envelope, files.seq, self._records.get(key), files.ends())
+
     def _take(self) -> _Batch:
-        records: list[tuple[str, Callable[[], bytes]]] = []
-        for worker_id, record in self._dirty_workers.items():
-            path = self.layout.path(self.layout.worker_rel(worker_id, "worker.json"))
-            seq = self._workers[worker_id].seq
-            records.append((path, functools.partial(encode_worker, seq, record)))
-        if self._dirty_runtime is not None:
-            runtime = self._dirty_runtime
-            records.append(
-                (self.layout.path("runtime.json"), functools.partial(encode_runtime, runtime))
-            )
+        logs = [(log, log.take()) for log in self._dirty_logs.values()]
         batch = _Batch(
-            dirs=[self.layout.path(self.layout.worker_rel(w)) for w in self._new_dirs],
-            logs=[(log, log.take()) for log in self._dirty_logs.values()],
-            records=records,
+            logs=logs,
+            records={key: self._envelope(key) for key in sorted(self._dirty_keys)},
+            new_dirs=self._workers_to_create(),
         )
-        self._dirty_logs, self._dirty_workers, self._dirty_runtime = {}, {}, None
-        self._new_dirs = []
+        self._dirty_logs, self._dirty_keys = {}, set()
         return batch
+
+    def _workers_to_create(self) -> list[WorkerFiles]:
+        # A directory is made when the worker's first log line is written (or at
+        # a checkpoint), so creating a worker costs no directory fsync at once.
+        return [
+            files
+            for key in self._dirty_keys
+            if key != RUNTIME
+            and not (files := self._workers[key]).dir_exists
+            and any(id(log) in self._dirty_logs for log in files.logs())
+        ]
 
     def _flush(self, batch: _Batch) -> None:
         ops = self._ops
-        created = [ops.mkdir(d) for d in batch.dirs]
-        new_entries = {self.layout.workers} if any(created) else set()
-        try:
-            for log, items in batch.logs:
-                written = log.write(items)
-                batch.written.append((log, written))
-                if written.created:
-                    new_entries.add(os.path.dirname(log.path))
-            # Temp files are encoded and written by the pool too, beside the fsyncs.
-            tasks: list[Callable[[], None]] = [
-                functools.partial(ops.fsync, written.fd) for _, written in batch.written
-            ]
-            tasks += [
-                functools.partial(_write_temp, ops, path, encode) for path, encode in batch.records
-            ]
-            tasks += [functools.partial(ops.fsync_dir, d) for d in new_entries]
-            self._parallel.run(tasks)
-        finally:
-            _close_all(ops, [written.fd for _, written in batch.written])
-        for path, _ in batch.records:
-            ops.replace(path + ".tmp", path)
-        parents = {os.path.dirname(path) for path, _ in batch.records}
-        self._parallel.run([functools.partial(ops.fsync_dir, d) for d in sorted(parents)])
+        new_entries = set()
+        for files in batch.new_dirs:
+            if ops.mkdir(self.layout.path(self.layout.worker_rel(files.worker_id))):
+                new_entries.add(self.layout.workers)
+            files.dir_exists = True
+        for log in [self._journal, *(log for log, _ in batch.logs)]:
+            if log.open_append():
+                new_entries.add(os.path.dirname(log.path))
+            self._open_logs[id(log)] = log
+            self._open_logs.move_to_end(id(log))
+        tasks: list[Callable[[], None]] = [
+            functools.partial(self._append, batch, log, items) for log, items in batch.logs
+        ]
+        tasks += [functools.partial(ops.fsync_dir, d) for d in sorted(new_entries)]
+        self._parallel.run(tasks)
+        # The commit: once this line is durable, so is everything above.
+        line = {"records": {key: envelope() for key, envelope in batch.records.items()}}
+        self._journal.append(line)
+        self._journal.advance(self._journal.write(self._journal.take()))
+        self._committed.update(line["records"])
+        self._close_idle_logs()
+        if self._journal.size > JOURNAL_LIMIT:
+            self._checkpoint()
+
+    @staticmethod
+    def _append(batch: _Batch, log: JsonlLog[Any], items: list[Any]) -> None:
+        batch.written.append((log, log.write(items)))
 
     def _done(self, batch: _Batch) -> None:
         for log, written in batch.written:
             log.advance(written)
 
+    def _close_idle_logs(self) -> None:
+        while len(self._open_logs) > OPEN_LOGS:
+            _, log = self._open_logs.popitem(last=False)
+            if log is not self._journal:
+                log.close_files()
 
-def _close_all(ops: FileOps, fds: list[int]) -> None:
-    failure: OSError | None = None
-    for fd in fds:
-        try:
-            ops.close(fd)
-        except OSError as exc:
-            failure = failure or exc
-    if failure is not None:
-        raise failure
-
-
-def _write_temp(ops: FileOps, path: str, encode: Callable[[], bytes]) -> None:
-    ops.write_synced(path + ".tmp", encode())
+    def _checkpoint(self) -> None:
+        """Write every committed record newer than its file, then empty the journal
+        (the leader's, or at open and close when no flush can run)."""
+        if not self._committed:
+            return
+        ops, layout = self._ops, self.layout
+        paths = {}
+        for key in self._committed:
+            if key == RUNTIME:
+                paths[key] = layout.path("runtime.json")
+                continue
+            files = self._workers[key]
+            if not files.dir_exists:
+                if ops.mkdir(layout.path(layout.worker_rel(key))):
+                    ops.fsync_dir(layout.workers)
+                files.dir_exists = True
+            paths[key] = layout.path(layout.worker_rel(key, "worker.json"))
+        self._parallel.run(
+            [
+                functools.partial(ops.write_synced, paths[key] + ".tmp", dump(envelope))
+                for key, envelope in self._committed.items()
+            ]
+        )
+        for path in paths.values():
+            ops.replace(path + ".tmp", path)
+        parents = sorted({os.path.dirname(path) for path in paths.values()})
+        self._parallel.run([functools.partial(ops.fsync_dir, d) for d in parents])
+        self._journal.reset()
+        self._committed.clear()

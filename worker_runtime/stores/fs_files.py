@@ -10,6 +10,7 @@
         diagnostics.jsonl, diagnostics.idx
         idempotency.jsonl, idempotency.idx     first answers to keyed commands (keys
                                                live inside the lines, never in names)
+        journal.jsonl                          the commit journal (one line per flush)
         workers/<worker_id>/
             worker.json                        the worker record (atomic replace)
             transcript.jsonl, transcript.idx
@@ -46,14 +47,18 @@ __all__ = [
     "FORMAT",
     "Layout",
     "WorkerFiles",
-    "decode_runtime",
-    "decode_worker",
-    "encode_runtime",
-    "encode_worker",
+    "dump",
+    "load_envelope",
     "open_log",
+    "parse_runtime",
+    "parse_worker",
+    "runtime_envelope",
+    "worker_envelope",
 ]
 
 FORMAT = 1  # bumped if the on-disk format ever changes incompatibly
+TRANSCRIPT_TAIL = 16  # transcript entries per worker kept in memory
+EVENTS_TAIL = 1024  # newest events kept in memory (long-polls read these)
 
 _LOG_TYPES: dict[str, type[Any]] = {
     "events.jsonl": Event,
@@ -91,12 +96,32 @@ class Layout:
         return os.path.join("workers", check_worker_id(worker_id), name)
 
 
-def open_log(layout: Layout, rel: str, ops: FileOps) -> JsonlLog[Any]:
-    """A log of the record type its file name implies."""
+def open_log(layout: Layout, rel: str, ops: FileOps, keep: int = 0) -> JsonlLog[Any]:
+    """A log of the record type its file name implies (``keep``: entries held in memory)."""
     cls = _LOG_TYPES[os.path.basename(rel)]
     return JsonlLog(
-        layout.root, rel, encode=to_json, decode=lambda data: from_json(cls, data), ops=ops
+        layout.root,
+        rel,
+        encode=to_json,
+        decode=lambda data: from_json(cls, data),
+        ops=ops,
+        keep=keep,
     )
+
+
+def open_journal(layout: Layout, ops: FileOps) -> JsonlLog[dict[str, Any]]:
+    """The commit journal: one line per flush (see ``fs.py``)."""
+    return JsonlLog(layout.root, "journal.jsonl", encode=_same, decode=_checked_line, ops=ops)
+
+
+def _same(line: dict[str, Any]) -> dict[str, Any]:
+    return line
+
+
+def _checked_line(line: Any) -> dict[str, Any]:
+    if not isinstance(line, dict) or not isinstance(line.get("records"), dict):
+        raise ValueError("not a journal line")
+    return line
 
 
 @dataclass(eq=False, kw_only=True)
@@ -108,55 +133,83 @@ class WorkerFiles:
     transcript: JsonlLog[TranscriptEntry]
     runs: JsonlLog[Run]
     runs_by_id: dict[str, Run] | None = None  # read from runs.jsonl on first lookup
+    dir_exists: bool = False  # known to the leader only
+
+    def logs(self) -> tuple[JsonlLog[Any], JsonlLog[Any]]:
+        return self.transcript, self.runs
+
+    def ends(self) -> dict[str, int]:
+        return {"transcript": self.transcript.count, "runs": self.runs.count}
 
     @classmethod
     def create(cls, layout: Layout, worker_id: str, seq: int, ops: FileOps) -> WorkerFiles:
         return cls(
             worker_id=worker_id,
             seq=seq,
-            transcript=open_log(layout, layout.worker_rel(worker_id, "transcript.jsonl"), ops),
+            transcript=open_log(
+                layout, layout.worker_rel(worker_id, "transcript.jsonl"), ops, keep=TRANSCRIPT_TAIL
+            ),
             runs=open_log(layout, layout.worker_rel(worker_id, "runs.jsonl"), ops),
         )
 
 
-def _dump(value: dict[str, Any]) -> bytes:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True).encode("ascii") + b"\n"
+def dump(envelope: dict[str, Any]) -> bytes:
+    """A record file's bytes."""
+    return json.dumps(envelope, separators=(",", ":"), sort_keys=True).encode("ascii") + b"\n"
 
 
-def encode_worker(seq: int, record: WorkerRecord) -> bytes:
-    return _dump({"format": FORMAT, "seq": seq, "record": to_json(record)})
-
-
-def decode_worker(data: bytes, layout: Layout, worker_id: str) -> tuple[int, WorkerRecord]:
-    """(seq, record) from ``worker.json``; ``ValueError`` if it is not a valid record."""
-    envelope = _envelope(data)
-    seq = envelope.get("seq")
-    if not isinstance(seq, int):
-        raise ValueError("no creation sequence")
-    try:
-        record = from_json(WorkerRecord, envelope["record"])
-    except (TypeError, KeyError, AttributeError) as exc:
-        raise ValueError(str(exc)) from None
-    if record.worker_id != worker_id or record.runtime_id != layout.runtime_id:
-        raise ValueError("it belongs to another worker or runtime")
-    if not isinstance(record.transcript_len, int) or not isinstance(record.last_event_id, int):
-        raise ValueError("bad counters")
-    return seq, record
-
-
-def encode_runtime(record: RuntimeRecord) -> bytes:
-    return _dump({"format": FORMAT, "record": to_json(record)})
-
-
-def decode_runtime(data: bytes) -> RuntimeRecord:
-    try:
-        return from_json(RuntimeRecord, _envelope(data)["record"])
-    except (TypeError, KeyError, AttributeError) as exc:
-        raise ValueError(str(exc)) from None
-
-
-def _envelope(data: bytes) -> dict[str, Any]:
+def load_envelope(data: bytes) -> dict[str, Any]:
+    """The envelope in a record file; ``ValueError`` if it is not one."""
     envelope = json.loads(data)
     if not isinstance(envelope, dict) or envelope.get("format") != FORMAT:
         raise ValueError("not a record of format 1")
     return envelope
+
+
+def worker_envelope(seq: int, record: WorkerRecord | None, ends: dict[str, int]) -> dict[str, Any]:
+    """``worker.json``: the record, its creation order, and how many lines of its
+    logs are committed (``transcript``, ``runs``)."""
+    return {"format": FORMAT, "seq": seq, "record": to_json(record), "ends": ends}
+
+
+def runtime_envelope(record: RuntimeRecord | None, ends: dict[str, int]) -> dict[str, Any]:
+    """``runtime.json``: the record and the committed lines of the runtime-wide logs
+    (``events``, ``diagnostics``, ``idempotency``; ``events_base`` is the id before
+    the first line of ``events.jsonl``)."""
+    return {"format": FORMAT, "record": to_json(record), "ends": ends}
+
+
+def parse_worker(
+    envelope: Any, layout: Layout, worker_id: str
+) -> tuple[int, WorkerRecord, dict[str, int]]:
+    """(seq, record, ends) from a worker envelope; ``ValueError`` if it is not valid."""
+    try:
+        seq, ends = envelope["seq"], _ends(envelope, ("transcript", "runs"))
+        record = from_json(WorkerRecord, envelope["record"])
+    except (TypeError, KeyError, AttributeError) as exc:
+        raise ValueError(f"missing or bad field: {exc}") from None
+    if not isinstance(seq, int):
+        raise ValueError("no creation sequence")
+    if record.worker_id != worker_id or record.runtime_id != layout.runtime_id:
+        raise ValueError("it belongs to another worker or runtime")
+    if not isinstance(record.transcript_len, int) or not isinstance(record.last_event_id, int):
+        raise ValueError("bad counters")
+    return seq, record, ends
+
+
+def parse_runtime(envelope: Any) -> tuple[RuntimeRecord | None, dict[str, int]]:
+    """(record, ends) from a runtime envelope; ``ValueError`` if it is not valid."""
+    try:
+        ends = _ends(envelope, ("events", "events_base", "diagnostics", "idempotency"))
+        data = envelope["record"]
+        record = None if data is None else from_json(RuntimeRecord, data)
+    except (TypeError, KeyError, AttributeError) as exc:
+        raise ValueError(f"missing or bad field: {exc}") from None
+    return record, ends
+
+
+def _ends(envelope: Any, names: tuple[str, ...]) -> dict[str, int]:
+    ends = {name: envelope["ends"][name] for name in names}
+    if not all(isinstance(v, int) and v >= 0 for v in ends.values()):
+        raise ValueError("bad log ends")
+    return ends

@@ -9,8 +9,13 @@ The index is derived data: written after the log, never fsynced. Opening
 re-reads just the lines past it, so start-up does not grow with the log. A
 missing or inconsistent index is rebuilt from the log.
 
+The last ``keep`` entries stay in memory too, so the reads that matter most
+(a long-poll on the newest events, the end of a transcript) touch no file.
+
 Threading: the owning store calls every method with its mutex held, except
-:meth:`JsonlLog.write`, which only the group-commit leader calls, alone.
+the writing ones (:meth:`JsonlLog.open_append`, :meth:`JsonlLog.write`,
+:meth:`JsonlLog.reset`, :meth:`JsonlLog.close_files`), which only the
+group-commit leader calls; it keeps its append descriptors open between flushes.
 """
 
 from __future__ import annotations
@@ -69,10 +74,8 @@ class Recovered:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Written:
-    """Lines a leader appended: the log's fd (still to be fsynced and closed)."""
+    """What a leader appended (and fsynced)."""
 
-    fd: int
-    created: bool
     entries: int
     nbytes: int
 
@@ -88,6 +91,7 @@ class JsonlLog(Generic[T]):
         encode: Callable[[T], Any],
         decode: Callable[[Any], T],
         ops: FileOps,
+        keep: int = 0,
     ) -> None:
         self.rel = rel
         self.path = os.path.join(root, rel)
@@ -99,6 +103,15 @@ class JsonlLog(Generic[T]):
         self._size = 0  # bytes written to the file
         self._exists = False
         self._staged: list[T] = []  # entries after the written ones, oldest first
+        self._keep = keep
+        self._tail: list[T] = []  # the last written entries (at most ``keep``)
+        self._fd = -1  # the leader's append descriptors, opened on first write
+        self._index_fd = -1
+
+    @property
+    def size(self) -> int:
+        """Bytes written to the file."""
+        return self._size
 
     @property
     def count(self) -> int:
@@ -221,11 +234,14 @@ class JsonlLog(Generic[T]):
     def read(self, start: int, limit: int) -> list[T]:
         """Entries ``start .. start+limit-1`` that exist; O(limit)."""
         end = min(start + limit, self.count)
+        in_memory = self._count - len(self._tail)  # the first entry held in memory
         items: list[T] = []
-        if start < min(end, self._count):
-            items.extend(self._read_file(start, min(end, self._count)))
-        for i in range(max(start, self._count), end):
-            items.append(self._staged[i - self._count])
+        if start < min(end, in_memory):
+            items.extend(self._read_file(start, min(end, in_memory)))
+        for i in range(max(start, in_memory), end):
+            items.append(
+                self._tail[i - in_memory] if i < self._count else self._staged[i - self._count]
+            )
         return items
 
     def read_all(self, on_corrupt: Callable[[LogProblem], None] | None = None) -> list[T]:
@@ -293,32 +309,62 @@ class JsonlLog(Generic[T]):
         """The staged entries for a leader to write (they stay readable meanwhile)."""
         return list(self._staged)
 
+    def open_append(self) -> bool:
+        """Open (once) the descriptors a leader appends with; True if this created the file."""
+        if self._fd >= 0:
+            return False
+        created = not self._exists and not os.path.exists(self.path)
+        fd = self._ops.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        try:
+            self._index_fd = self._ops.open(self.index_path, os.O_WRONLY | os.O_CREAT)
+        except BaseException:
+            self._ops.close(fd)
+            raise
+        self._fd = fd
+        return created
+
     def write(self, items: list[T]) -> Written:
-        """Append ``items`` to the file and the index; the caller fsyncs and closes."""
+        """Append ``items`` to the file and the index, and fsync the file (not the
+        index: it is rebuilt from the log if it falls behind)."""
         lines = [encode_line(self._encode(item)) for item in items]
         offsets: list[int] = []
         position = self._size
         for line in lines:
             offsets.append(position)
             position += len(line)
-        fd = self._ops.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-        try:
-            self._ops.write(fd, b"".join(lines))
-            idx = self._ops.open(self.index_path, os.O_WRONLY | os.O_CREAT)
-            try:
-                self._ops.pwrite(idx, b"".join(_OFFSET.pack(o) for o in offsets), 8 * self._count)
-            finally:
-                self._ops.close(idx)
-        except BaseException:
-            self._ops.close(fd)
-            raise
-        return Written(
-            fd=fd, created=not self._exists, entries=len(items), nbytes=position - self._size
+        self._ops.write(self._fd, b"".join(lines))
+        self._ops.pwrite(
+            self._index_fd, b"".join(_OFFSET.pack(o) for o in offsets), 8 * self._count
         )
+        self._ops.fsync(self._fd)
+        return Written(entries=len(items), nbytes=position - self._size)
 
     def advance(self, written: Written) -> None:
         """Mark ``written`` as in the file (after the leader's flush succeeded)."""
+        if self._keep:
+            self._tail.extend(self._staged[: written.entries])
+            del self._tail[: -self._keep]
         del self._staged[: written.entries]
         self._count += written.entries
         self._size += written.nbytes
         self._exists = True
+
+    def reset(self) -> None:
+        """Empty the log and fsync it (the leader's, for the commit journal)."""
+        self.open_append()
+        self._ops.truncate(self._fd, 0)
+        self._ops.truncate(self._index_fd, 0)
+        self._ops.fsync(self._fd)
+        self._count = self._size = 0
+        self._tail.clear()
+
+    def close_files(self) -> None:
+        """Close the leader's descriptors (they are reopened on the next write)."""
+        fds = [fd for fd in (self._fd, self._index_fd) if fd >= 0]
+        self._fd = self._index_fd = -1
+        for fd in fds:
+            self._ops.close(fd)
+
+    @property
+    def has_open_files(self) -> bool:
+        return self._fd >= 0
