@@ -10,7 +10,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from worker_runtime.config import ENV_PREFIX, RuntimeConfig
+from worker_runtime.config import RuntimeConfig
 from worker_runtime.errors import ConfigError
 
 __all__ = [
@@ -109,37 +109,8 @@ def token_from_env(environ: Mapping[str, str]) -> Token | None:
 
 
 def runtime_config_from_env(environ: Mapping[str, str]) -> RuntimeConfig:
-    """``RuntimeConfig.from_env``, with the error naming the variable at fault.
-
-    The core names the field (``store must be ...``); an operator needs the
-    variable, so on failure the culprit is found by leaving variables out.
-    """
-    try:
-        return RuntimeConfig.from_env(environ)
-    except ConfigError as exc:
-        message = exc.message.removeprefix("environment: ")
-        ours = sorted(k for k in environ if k.startswith(ENV_PREFIX) and environ[k].strip())
-        for name in ours:
-            if _config_ok({k: v for k, v in environ.items() if k != name}):
-                raise _blame(name, environ[name], message) from None
-        for name in ours:
-            if not _config_ok({name: environ[name]}):
-                raise _blame(name, environ[name], message) from None
-        raise ConfigError(f"{message} (check {', '.join(ours)})") from None
-
-
-def _blame(name: str, value: str, message: str) -> ConfigError:
-    if message.startswith(name):
-        return ConfigError(message)
-    return ConfigError(f"{name}={value!r}: {message}")
-
-
-def _config_ok(environ: Mapping[str, str]) -> bool:
-    try:
-        RuntimeConfig.from_env(environ)
-    except ConfigError:
-        return False
-    return True
+    """``RuntimeConfig.from_env``: a bad value raises ``ConfigError`` naming its variable."""
+    return RuntimeConfig.from_env(environ)
 
 
 def generate_token() -> Token:

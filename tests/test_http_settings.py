@@ -83,7 +83,9 @@ def test_generated_tokens_are_long_and_fresh() -> None:
     ("env", "variable"),
     [
         ({"WORKER_RUNTIME_STORE": "bogus"}, "WORKER_RUNTIME_STORE"),
-        ({"WORKER_RUNTIME_STORE": "fs"}, "WORKER_RUNTIME_STORE"),
+        ({"WORKER_RUNTIME_STORE": "fs"}, "WORKER_RUNTIME_DATA_DIR"),
+        ({"WORKER_RUNTIME_RUN_TIMEOUT_S": "nan"}, "WORKER_RUNTIME_RUN_TIMEOUT_S"),
+        ({"WORKER_RUNTIME_OPERATION_TIMEOUT_S": "inf"}, "WORKER_RUNTIME_OPERATION_TIMEOUT_S"),
         ({"WORKER_RUNTIME_MAX_TRANSCRIPT_PAGE": "many"}, "WORKER_RUNTIME_MAX_TRANSCRIPT_PAGE"),
         ({"WORKER_RUNTIME_RUN_TIMEOUT_S": "-1", "WORKER_RUNTIME_NAME": "ok"}, "RUN_TIMEOUT_S"),
         ({"WORKER_RUNTIME_ID": "not an id"}, "WORKER_RUNTIME_ID"),

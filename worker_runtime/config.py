@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 from .domain import is_valid_id
 from .errors import ConfigError
 
-__all__ = ["ENV_PREFIX", "RuntimeConfig"]
+__all__ = ["ENV_PREFIX", "RuntimeConfig", "env_variable"]
 
 ENV_PREFIX = "WORKER_RUNTIME_"
 
@@ -41,17 +42,20 @@ class RuntimeConfig:
 
     def __post_init__(self) -> None:
         if self.runtime_id is not None and not is_valid_id(self.runtime_id):
-            raise ConfigError(f"runtime id {self.runtime_id!r} is not a valid id")
+            raise _bad("runtime_id", f"runtime id {self.runtime_id!r} is not a valid id")
         if self.store not in ("memory", "fs"):
-            raise ConfigError(f"store must be 'memory' or 'fs', not {self.store!r}")
+            raise _bad("store", f"store must be 'memory' or 'fs', not {self.store!r}")
         if self.store == "fs" and not self.data_dir:
-            raise ConfigError("the fs store needs a data directory (WORKER_RUNTIME_DATA_DIR)")
+            raise _bad("data_dir", "the fs store needs a data directory")
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, int | float) and not isinstance(value, bool) and value <= 0:
-                raise ConfigError(f"{f.name} must be positive, not {value!r}")
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if number and not (math.isfinite(value) and value > 0):
+                raise _bad(f.name, f"{f.name} must be a positive number, not {value!r}")
         if self.default_transcript_page > self.max_transcript_page:
-            raise ConfigError("default_transcript_page exceeds max_transcript_page")
+            raise _bad(
+                "default_transcript_page", "default_transcript_page exceeds max_transcript_page"
+            )
 
     def replace(self, **changes: Any) -> RuntimeConfig:
         """A copy with ``changes`` applied (and validated)."""
@@ -63,7 +67,7 @@ class RuntimeConfig:
         naming the variable. Unset or empty variables keep the defaults."""
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
-            name = ENV_PREFIX + _ENV_NAMES.get(f.name, f.name.upper())
+            name = env_variable(f.name)
             raw = environ.get(name, "").strip()
             if not raw:
                 continue
@@ -75,7 +79,21 @@ class RuntimeConfig:
         try:
             return cls(**values)
         except ConfigError as exc:
-            raise ConfigError(f"environment: {exc.message}") from None
+            # Point the operator at the variable, not at the dataclass field.
+            name = env_variable(str(exc.details.get("field", "")))
+            raw = environ.get(name, "")
+            raise ConfigError(
+                f"{name}={raw!r}: {exc.message}", details={"variable": name}
+            ) from None
+
+
+def env_variable(field: str) -> str:
+    """The ``WORKER_RUNTIME_*`` variable that sets ``field``."""
+    return ENV_PREFIX + _ENV_NAMES.get(field, field.upper())
+
+
+def _bad(field: str, message: str) -> ConfigError:
+    return ConfigError(message, details={"field": field})
 
 
 _ENV_NAMES = {"runtime_id": "ID", "display_name": "NAME", "profiles_path": "PROFILES"}
