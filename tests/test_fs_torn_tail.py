@@ -131,10 +131,12 @@ def _crash(store: FsStore, ops: FaultyOps) -> None:
         store.close()
 
 
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A store with N - 1 committed records in every log, and an Nth one written
-    to every log (fsynced) by a flush whose commit failed: what a crash leaves."""
+@pytest.fixture(scope="module", params=["failed_commit", "last_commit"])
+def pristine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store with N - 1 committed records in every log and an Nth one written to
+    every log (fsynced), then a crash. ``failed_commit``: the Nth records' commit
+    line never made it. ``last_commit``: it did, and is the journal's last line,
+    so tearing any of the Nth records means that flush never finished."""
     data_dir = tmp_path_factory.mktemp("pristine")
     ops = FaultyOps()
     store = FsStore.open(str(data_dir), RUNTIME_ID, new_id, ops=ops)
@@ -147,8 +149,11 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
     store.sync()
     for log in LOGS:
         log.append(store, N - 1)
-    ops.fail_journal = True
-    with pytest.raises(RuntimeUnavailable):
+    if request.param == "failed_commit":
+        ops.fail_journal = True
+        with pytest.raises(RuntimeUnavailable):
+            store.sync()
+    else:
         store.sync()
     _crash(store, ops)
     return data_dir

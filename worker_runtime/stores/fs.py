@@ -5,19 +5,20 @@ durable by :meth:`FsStore.sync`, which shares one flush among all the
 threads waiting at the same time (``commit.py``). A flush:
 
 1. appends the staged lines to every log that has some (events,
-   transcripts, runs, diagnostics, idempotency keys) and fsyncs them all at
-   once, with the directory of any new file;
+   transcripts, runs, diagnostics, idempotency keys);
 2. appends one line to the commit journal: the latest version of every
    record that changed, each saying how many lines of its logs are now
-   committed, and fsyncs it. That fsync is the commit; nothing is
-   acknowledged before it.
+   committed;
+3. fsyncs all of those files at once (with the directory of any new file)
+   and returns once every fsync has: nothing is acknowledged before.
 
 Records are replaced atomically in their own files (temp file in the same
 directory, fsync, ``os.replace``, fsync the directory) at checkpoints: when
-the journal grows past :data:`JOURNAL_LIMIT`, on close, and after recovery;
+the journal grows past a limit, on close, and after recovery;
 the journal is then emptied. Loading (``fs_load.py``) rebuilds the committed
-state from the record files and the journal and cuts every log back to it,
-so after a crash the store is exactly as of its last commit: no half-done
+state from the record files and the journal (a last journal line counts
+only if every log it names got its lines) and cuts every log back to it, so
+after a crash the store is exactly as of its last commit: no half-done
 operation, no entry without its event. A flush is cut between two runtime
 operations (see :meth:`FsStore.bind_lock`). Any ``OSError`` fails the store
 for good (``runtime_unavailable``). The layout is in ``fs_files.py``.
@@ -29,38 +30,21 @@ import contextlib
 import functools
 import os
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from ..domain import Diagnostic, Event, Run, RuntimeRecord, TranscriptEntry, WorkerRecord
 from ..errors import ConfigError, RuntimeUnavailable
 from .base import IdempotencyRecord, Store, StoreState
 from .commit import GroupCommit
-from .fs_files import Layout, WorkerFiles, dump, runtime_envelope, worker_envelope
+from .fs_files import RUNTIME, Layout, WorkerFiles, runtime_envelope, worker_envelope
+from .fs_flush import Batch, Flusher
 from .fs_load import Loaded, load
-from .fsio import FileOps, Parallel
-from .jsonl import JsonlLog, Written
+from .fsio import FileOps
+from .jsonl import JsonlLog
 from .lock import DirLock, default_runtime_id
 
-__all__ = ["JOURNAL_LIMIT", "FsStore"]
-
-JOURNAL_LIMIT = 4 << 20
-"""Journal bytes that trigger a checkpoint (bounds restart work and disk use)."""
-OPEN_LOGS = 128
-"""Logs whose append descriptors the leader keeps open between flushes."""
-RUNTIME = ""  # the runtime record's key; worker records are keyed by worker id
-
-
-@dataclass(kw_only=True)
-class _Batch:
-    """What one flush writes; ``written`` is filled in as the logs are written."""
-
-    logs: list[tuple[JsonlLog[Any], list[Any]]]
-    records: dict[str, Callable[[], dict[str, Any]]]
-    new_dirs: list[WorkerFiles]
-    written: list[tuple[JsonlLog[Any], Written]] = field(default_factory=list)
+__all__ = ["FsStore"]
 
 
 class FsStore(Store):
@@ -78,11 +62,7 @@ class FsStore(Store):
         self.layout = layout
         self._lock_file = lock
         self._ops = ops
-        self._parallel = Parallel()
         self._mutex = threading.Lock()
-        self._commit: GroupCommit[_Batch] = GroupCommit(
-            self._mutex, take=self._take, flush=self._flush, done=self._done
-        )
         self._state = loaded.state
         self._runtime = loaded.runtime
         self._events, self._events_base = loaded.events, loaded.events_base
@@ -90,18 +70,21 @@ class FsStore(Store):
         self._diagnostic_cache: list[Diagnostic] | None = None
         self._idempotency_log = loaded.idempotency_log
         self._idempotency = loaded.idempotency
-        self._journal = loaded.journal
         self._workers = loaded.workers
         self._records = loaded.records  # the latest staged record of each worker
         self._next_seq = loaded.next_seq
         self._dirty_logs: dict[int, JsonlLog[Any]] = {}  # staged since the last take
         self._dirty_keys: set[str] = set()
-        # The leader's alone: committed records not yet in their files, open logs.
-        self._committed = {key: self._envelope(key)() for key in loaded.stale}
-        self._open_logs: OrderedDict[int, JsonlLog[Any]] = OrderedDict()
+        self._flusher = Flusher(layout, ops, loaded.journal, self._workers)
+        self._commit: GroupCommit[Batch] = GroupCommit(
+            self._mutex, take=self._take, flush=self._flusher.flush, done=self._done
+        )
         self._closed = False
-        if self._committed:
-            self._checkpoint()
+        try:  # records the journal had newer versions of are written to their files now
+            self._flusher.checkpoint({key: self._envelope(key)() for key in loaded.stale})
+        except BaseException:
+            self._flusher.close()
+            raise
         for event in loaded.lost_events:  # committed by the first flush
             self._commit.staged()
             self._stage(RUNTIME, self._events, event)
@@ -266,14 +249,12 @@ class FsStore(Store):
             self._commit.sync()
             self._commit.close("the store is closed")
             try:
-                self._checkpoint()
+                self._flusher.checkpoint()
             except OSError as exc:
                 raise RuntimeUnavailable(f"the store could not checkpoint: {exc.strerror}") from exc
         finally:
             self._commit.close("the store is closed")
-            for log in [*self._open_logs.values(), self._journal]:
-                log.close_files()
-            self._parallel.close()
+            self._flusher.close()
             self._lock_file.release()
 
     def _envelope(self, key: str) -> Callable[[], dict[str, Any]]:
@@ -289,9 +270,9 @@ class FsStore(Store):
         files = self._workers[key]
         return functools.partial(worker_envelope, files.seq, self._records.get(key), files.ends())
 
-    def _take(self) -> _Batch:
+    def _take(self) -> Batch:
         logs = [(log, log.take()) for log in self._dirty_logs.values()]
-        batch = _Batch(
+        batch = Batch(
             logs=logs,
             records={key: self._envelope(key) for key in sorted(self._dirty_keys)},
             new_dirs=self._workers_to_create(),
@@ -310,72 +291,6 @@ class FsStore(Store):
             and any(id(log) in self._dirty_logs for log in files.logs())
         ]
 
-    def _flush(self, batch: _Batch) -> None:
-        ops = self._ops
-        new_entries = set()
-        for files in batch.new_dirs:
-            if ops.mkdir(self.layout.path(self.layout.worker_rel(files.worker_id))):
-                new_entries.add(self.layout.workers)
-            files.dir_exists = True
-        for log in [self._journal, *(log for log, _ in batch.logs)]:
-            if log.open_append():
-                new_entries.add(os.path.dirname(log.path))
-            self._open_logs[id(log)] = log
-            self._open_logs.move_to_end(id(log))
-        tasks: list[Callable[[], None]] = [
-            functools.partial(self._append, batch, log, items) for log, items in batch.logs
-        ]
-        tasks += [functools.partial(ops.fsync_dir, d) for d in sorted(new_entries)]
-        self._parallel.run(tasks)
-        # The commit: once this line is durable, so is everything above.
-        line = {"records": {key: envelope() for key, envelope in batch.records.items()}}
-        self._journal.append(line)
-        self._journal.advance(self._journal.write(self._journal.take()))
-        self._committed.update(line["records"])
-        self._close_idle_logs()
-        if self._journal.size > JOURNAL_LIMIT:
-            self._checkpoint()
-
-    @staticmethod
-    def _append(batch: _Batch, log: JsonlLog[Any], items: list[Any]) -> None:
-        batch.written.append((log, log.write(items)))
-
-    def _done(self, batch: _Batch) -> None:
+    def _done(self, batch: Batch) -> None:
         for log, written in batch.written:
             log.advance(written)
-
-    def _close_idle_logs(self) -> None:
-        while len(self._open_logs) > OPEN_LOGS:
-            _, log = self._open_logs.popitem(last=False)
-            if log is not self._journal:
-                log.close_files()
-
-    def _checkpoint(self) -> None:
-        """Write every committed record newer than its file, then empty the journal
-        (the leader's, or at open and close when no flush can run)."""
-        if not self._committed:
-            return
-        ops, layout = self._ops, self.layout
-        paths = {}
-        for key in self._committed:
-            if key == RUNTIME:
-                paths[key] = layout.path("runtime.json")
-                continue
-            files = self._workers[key]
-            if not files.dir_exists:
-                if ops.mkdir(layout.path(layout.worker_rel(key))):
-                    ops.fsync_dir(layout.workers)
-                files.dir_exists = True
-            paths[key] = layout.path(layout.worker_rel(key, "worker.json"))
-        self._parallel.run(
-            [
-                functools.partial(ops.write_synced, paths[key] + ".tmp", dump(envelope))
-                for key, envelope in self._committed.items()
-            ]
-        )
-        for path in paths.values():
-            ops.replace(path + ".tmp", path)
-        parents = sorted({os.path.dirname(path) for path in paths.values()})
-        self._parallel.run([functools.partial(ops.fsync_dir, d) for d in parents])
-        self._journal.reset()
-        self._committed.clear()

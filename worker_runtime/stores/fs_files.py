@@ -10,15 +10,19 @@
         diagnostics.jsonl, diagnostics.idx
         idempotency.jsonl, idempotency.idx     first answers to keyed commands (keys
                                                live inside the lines, never in names)
-        journal.jsonl                          the commit journal (one line per flush)
+        journal.jsonl                          commit lines since the last checkpoint
         workers/<worker_id>/
             worker.json                        the worker record (atomic replace)
             transcript.jsonl, transcript.idx
             runs.jsonl, runs.idx               finished runs
-        quarantine/<worker_id>-<ns>/           a worker that could not be loaded, kept
+        quarantine/<name>-<ns>/                files that could not be loaded, kept
+        *.torn-<ns>                            bytes cut from the end of a log, kept
 
-Every name below ``runtimes/`` comes from a validated id (``ID_PATTERN``),
-so no input can reach outside the directory.
+A record file holds an envelope: the record, and how many lines of each of
+its logs are committed (``ends``). The journal holds newer envelopes until a
+checkpoint writes them to their files. Every name below ``runtimes/`` comes
+from a validated id (``ID_PATTERN``), so no input can reach outside the
+directory.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from .jsonl import JsonlLog
 
 __all__ = [
     "FORMAT",
+    "RUNTIME",
     "Layout",
     "WorkerFiles",
     "dump",
@@ -56,7 +61,8 @@ __all__ = [
     "worker_envelope",
 ]
 
-FORMAT = 1  # bumped if the on-disk format ever changes incompatibly
+FORMAT = 1  # changed if the on-disk format ever changes incompatibly
+RUNTIME = ""  # the runtime record's key; worker records are keyed by worker id
 TRANSCRIPT_TAIL = 16  # transcript entries per worker kept in memory
 EVENTS_TAIL = 1024  # newest events kept in memory (long-polls read these)
 

@@ -129,7 +129,7 @@ class Parallel:
     file. The pool is created on first use and lives as long as its store.
     """
 
-    def __init__(self, threads: int = 8) -> None:
+    def __init__(self, threads: int = 16) -> None:
         self._threads = threads
         self._pool: ThreadPoolExecutor | None = None
 

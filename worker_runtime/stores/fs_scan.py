@@ -1,0 +1,106 @@
+"""What a crash left: record files, commit lines and logs, each opened as found.
+
+:mod:`fs_load` then decides what was committed and cuts everything back to it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ..domain import is_valid_id
+from .fs_files import EVENTS_TAIL, RUNTIME, Layout, WorkerFiles, load_envelope, open_log
+from .fsio import FileOps
+from .jsonl import JsonlLog, LogProblem
+
+__all__ = ["CODES", "SHARED", "Problems", "Recovery", "journal_lines", "record_files", "report"]
+
+Problems = list[tuple[str, str, str | None]]
+"""Diagnostics for the runtime: (code, message, worker id or None)."""
+SHARED = ("events", "diagnostics", "idempotency")
+CODES = {"torn": "store_torn_tail", "corrupt": "store_corrupt", "index": "store_index_rebuilt"}
+
+
+class Recovery:
+    """The files as found, then cut back to the committed state."""
+
+    def __init__(self, layout: Layout, ops: FileOps) -> None:
+        self.layout, self.ops = layout, ops
+        self.problems: Problems = []
+        self.shared = {
+            name: open_log(
+                layout, f"{name}.jsonl", ops, keep=EVENTS_TAIL if name == "events" else 0
+            )
+            for name in SHARED
+        }
+        self.on_disk = worker_dirs(layout)
+        self.files: dict[str, WorkerFiles] = {}
+        self.found: dict[str, Problems] = {}  # problems of each worker's logs
+
+    def recover_logs(self, worker_ids: set[str]) -> None:
+        """Open every log as the crash left it (torn tails cut, indexes updated)."""
+        for log in self.shared.values():
+            report(log.recover(), self.problems, None)
+        for worker_id in sorted(worker_ids):
+            files = WorkerFiles.create(self.layout, worker_id, 0, self.ops)
+            found: Problems = []
+            for log in files.logs():
+                report(log.recover(), found, worker_id)
+            self.files[worker_id], self.found[worker_id] = files, found
+
+    def log(self, key: str, name: str) -> JsonlLog[Any] | None:
+        if key == RUNTIME:
+            return self.shared.get(name)
+        files = self.files.get(key)
+        if files is None:
+            return None
+        return files.transcript if name == "transcript" else files.runs
+
+    def reached(self, line: dict[str, Any]) -> bool:
+        """True if every log the journal ``line`` names is as long as it says."""
+        for key, envelope in line["records"].items():
+            ends = envelope.get("ends") if isinstance(envelope, dict) else None
+            for name, end in (ends or {}).items():
+                log = self.log(key, name) if name != "events_base" else None
+                if log is not None and isinstance(end, int) and log.count < end:
+                    return False
+        return True
+
+
+def worker_dirs(layout: Layout) -> set[str]:
+    try:
+        return {e.name for e in os.scandir(layout.workers) if e.is_dir() and is_valid_id(e.name)}
+    except FileNotFoundError:
+        return set()
+
+
+def record_files(layout: Layout, ops: FileOps, worker_ids: set[str]) -> dict[str, Any]:
+    """The envelope in each record file, by key; a damaged one is kept as
+    ``{"damaged": why}`` so that parsing it fails and says why."""
+    envelopes: dict[str, Any] = {}
+    rels = [(RUNTIME, "runtime.json")]
+    rels += [(wid, layout.worker_rel(wid, "worker.json")) for wid in sorted(worker_ids)]
+    for key, rel in rels:
+        data = ops.read_file(layout.path(rel))
+        if data is not None:
+            try:
+                envelopes[key] = load_envelope(data)
+            except ValueError as exc:
+                envelopes[key] = {"damaged": str(exc)}
+    return envelopes
+
+
+def journal_lines(journal: JsonlLog[dict[str, Any]], problems: Problems) -> list[dict[str, Any]]:
+    """The commit lines, the torn end cut. Past a damaged line nothing is known
+    to be committed, so the lines after it are not used (and that is reported)."""
+    report(journal.recover(), problems, None)
+    bad: list[LogProblem] = []
+    lines = journal.read_all(bad.append)
+    if bad:
+        problems.append(("store_corrupt", bad[0].message + "; later commits are ignored", None))
+        lines = lines[: (bad[0].line or 1) - 1]
+    return lines
+
+
+def report(found: list[LogProblem], problems: Problems, worker_id: str | None) -> None:
+    problems.extend((CODES[p.kind], p.message, worker_id) for p in found)

@@ -1,0 +1,167 @@
+"""Opening a log as a crash left it: cut a torn tail, check and rebuild the index.
+
+Only the last indexed entry is checked against the log and only the lines
+past it are read, so opening does not grow with the log's length. A missing
+or inconsistent index is rebuilt from the log (reading all of it, once).
+Trailing lines that are not valid JSON are the torn end of the last write:
+they are cut and kept aside (``<file>.torn-<ns>``); a bad line before the end
+is reported as corrupt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from .fsio import FileOps
+
+__all__ = ["OFFSET", "LogProblem", "LogRecovery"]
+
+OFFSET = struct.Struct("<Q")  # one index entry: a line's byte offset
+_CHUNK = 512  # index entries read at a time while looking for the valid tail
+_BAD = object()
+
+
+def _parse(line: bytes) -> Any:
+    try:
+        return json.loads(line)
+    except ValueError:
+        return _BAD
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LogProblem:
+    """Something found while opening a log. ``kind`` is ``torn`` (an incomplete
+    or uncommitted end was cut and kept aside), ``corrupt`` (a bad record before
+    the end) or ``index`` (the offset index had to be rebuilt)."""
+
+    kind: str
+    file: str
+    line: int | None
+    message: str
+
+
+class LogRecovery:
+    """The opening half of :class:`~worker_runtime.stores.jsonl.JsonlLog`."""
+
+    rel: str
+    path: str
+    index_path: str
+    _ops: FileOps
+    _count: int
+    _size: int
+    _exists: bool
+
+    def _offsets(self, start: int, n: int) -> list[int]:
+        raise NotImplementedError
+
+    def recover(self) -> list[LogProblem]:
+        """Open the log as a crash left it: cut an incomplete tail, update the index."""
+        try:
+            fd = self._ops.open(self.path, os.O_RDWR)
+        except FileNotFoundError:
+            return []
+        try:
+            problems: list[LogProblem] = []
+            while self._recover(fd, problems):
+                pass
+            return problems
+        finally:
+            self._ops.close(fd)
+
+    def _recover(self, fd: int, problems: list[LogProblem]) -> bool:
+        """One pass; True if it must be repeated (every line it read was torn)."""
+        size = os.fstat(fd).st_size
+        known, base, index_bytes = self._indexed(fd, size, problems)
+        first = max(known - 1, 0)  # the last indexed entry is read again to check it
+        *lines, fragment = self._ops.pread(fd, size - base, base).split(b"\n")
+        values = [_parse(line) for line in lines]
+        keep = len(values)
+        while keep and values[keep - 1] is _BAD:
+            keep -= 1  # trailing bad lines are the torn end of the last write
+        offsets = [base]
+        for line in lines:
+            offsets.append(offsets[-1] + len(line) + 1)
+        for i in range(keep):
+            if values[i] is _BAD:
+                problems.append(self._problem("corrupt", first + i + 1, "is not valid JSON"))
+        count = first + keep
+        if keep < len(values) or fragment:
+            problems.append(
+                self._cut(fd, offsets[keep], size, count + 1, "ended in an incomplete record")
+            )
+        if count != known or index_bytes != 8 * count:
+            self._write_index(offsets[: keep + 1], first, count)
+        self._count, self._size, self._exists = count, offsets[keep], True
+        # Everything from the re-checked entry on was torn: check the one before it.
+        return keep == 0 and first > 0
+
+    def _indexed(self, fd: int, size: int, problems: list[LogProblem]) -> tuple[int, int, int]:
+        """(entries the index gets right, offset of the last of them, index size)."""
+        try:
+            idx = self._ops.open(self.index_path, os.O_RDONLY)
+        except FileNotFoundError:
+            if size:
+                problems.append(self._problem("index", None, "had no index; rebuilt it"))
+            return 0, 0, 0
+        try:
+            index_bytes = os.fstat(idx).st_size
+            n = index_bytes // 8
+            while n > 0:  # entries past the end of the log are stale (the log was cut)
+                lo = max(0, n - _CHUNK)
+                chunk = self._ops.pread(idx, 8 * (n - lo), 8 * lo)
+                offsets = [v for (v,) in OFFSET.iter_unpack(chunk)]
+                while offsets and offsets[-1] >= size:
+                    offsets.pop()
+                if offsets:
+                    n = lo + len(offsets)
+                    break
+                n = lo
+        finally:
+            self._ops.close(idx)
+        if n == 0:
+            return 0, 0, index_bytes
+        offset = offsets[-1]
+        at_line_start = (offset == 0) == (n == 1) and (
+            offset == 0 or self._ops.pread(fd, 1, offset - 1) == b"\n"
+        )
+        if not at_line_start:
+            problems.append(self._problem("index", None, "had an inconsistent index; rebuilt it"))
+            return 0, 0, index_bytes
+        return n, offset, index_bytes
+
+    def _cut(self, fd: int, at: int, size: int, line: int, why: str) -> LogProblem:
+        aside = self._ops.keep_aside(self.path, self._ops.pread(fd, size - at, at))
+        self._ops.truncate(fd, at)
+        self._ops.fsync(fd)
+        return self._problem(
+            "torn", line, f"{why}: cut {size - at} bytes (kept in {os.path.basename(aside)})"
+        )
+
+    def _write_index(self, offsets: list[int], first: int, count: int) -> None:
+        idx = self._ops.open(self.index_path, os.O_RDWR | os.O_CREAT)
+        try:
+            packed = b"".join(OFFSET.pack(o) for o in offsets[: count - first])
+            self._ops.pwrite(idx, packed, 8 * first)
+            self._ops.truncate(idx, 8 * count)
+        finally:
+            self._ops.close(idx)
+
+    def cut_to(self, count: int, why: str) -> LogProblem:
+        """Cut every entry from ``count`` on (at open, before any write), kept aside."""
+        fd = self._ops.open(self.path, os.O_RDWR)
+        try:
+            offset = self._offsets(count, 1)[0]
+            problem = self._cut(fd, offset, self._size, count + 1, why)
+        finally:
+            self._ops.close(fd)
+        self._write_index([], count, count)
+        self._count, self._size = count, offset
+        return problem
+
+    def _problem(self, kind: str, line: int | None, what: str) -> LogProblem:
+        where = f"{self.rel} line {line}" if line is not None else self.rel
+        return LogProblem(kind=kind, file=self.rel, line=line, message=f"{where} {what}")
