@@ -60,8 +60,9 @@ def runtime_dir(data_dir: Path, runtime_id: str = RUNTIME_ID) -> Path:
 
 class FaultyOps(FileOps):
     """The real file layer, except that ``fail_*`` makes the next calls fail:
-    every fsync (EIO), every write (ENOSPC), or only writes to the commit
-    journal (after the logs of a flush were written: a crash before its commit).
+    every fsync (EIO), every write (ENOSPC), only writes to the commit journal
+    (after the logs of a flush were written: a crash before its commit), or only
+    record files (a checkpoint).
 
     Counts fsyncs so a test can see that a failed one is never retried.
     """
@@ -70,6 +71,7 @@ class FaultyOps(FileOps):
         self.fail_fsync = False
         self.fail_write = False
         self.fail_journal = False
+        self.fail_records = False
         self.fsyncs = 0
         self.fsync_gate: threading.Event | None = None
         self.in_fsync = threading.Event()
@@ -88,6 +90,11 @@ class FaultyOps(FileOps):
         if self.fail_fsync:
             raise OSError(errno.EIO, os.strerror(errno.EIO))
         super().fsync(fd)
+
+    def write_synced(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        if self.fail_records and path.endswith(".json.tmp"):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        super().write_synced(path, data, mode)
 
     def write(self, fd: int, data: bytes | memoryview) -> None:
         journal = self._paths.get(fd, "").endswith("journal.jsonl")

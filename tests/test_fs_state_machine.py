@@ -7,6 +7,9 @@
   store with the same writes and asserts every read agrees, across clean
   reopens and across crashes (a failed flush, then a reopen: the fs store must
   come back exactly as of its last successful sync).
+
+Both run with a tiny journal limit, so checkpoints run in the background
+between (and during) their steps.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from worker_runtime.domain import (
     WorkerStatus,
 )
 from worker_runtime.errors import RuntimeUnavailable
-from worker_runtime.stores import IdempotencyRecord, MemoryStore
+from worker_runtime.stores import IdempotencyRecord, MemoryStore, fs_flush
 from worker_runtime.stores.fs import FsStore
 
 from . import strategies
@@ -47,11 +50,24 @@ from .test_state_machine import POOL, RuntimeMachine
 NOW = "2024-01-01T00:00:00.000Z"
 
 
+class SmallJournal:
+    """A tiny journal limit while a machine runs, so that background checkpoints
+    (journal rotations) happen every few flushes, between and during its steps."""
+
+    def __init__(self) -> None:
+        self.saved = fs_flush.JOURNAL_LIMIT
+        fs_flush.JOURNAL_LIMIT = 2048
+
+    def close(self) -> None:
+        fs_flush.JOURNAL_LIMIT = self.saved
+
+
 class FsRuntimeMachine(RuntimeMachine):
     """The core machine on the fs store, with restarts."""
 
     def __init__(self) -> None:
         self.data_dir = Path(tempfile.mkdtemp(prefix="wr-fs-machine-"))
+        self.limit = SmallJournal()
         super().__init__()
 
     def open_runtime(self) -> Runtime:
@@ -65,6 +81,7 @@ class FsRuntimeMachine(RuntimeMachine):
         try:
             super().teardown()
         finally:
+            self.limit.close()
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
@@ -79,6 +96,7 @@ class StoreMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
+        self.limit = SmallJournal()
         self.data_dir = Path(tempfile.mkdtemp(prefix="wr-fs-stores-"))
         self.ops = FaultyOps()
         self.memory = MemoryStore(RUNTIME_ID)
@@ -97,8 +115,11 @@ class StoreMachine(RuleBasedStateMachine):
         return copy.deepcopy((self.memory, self.lengths, self.last_event, self.last_diagnostic))
 
     def teardown(self) -> None:
-        self.fs.close()
-        shutil.rmtree(self.data_dir, ignore_errors=True)
+        try:
+            self.fs.close()
+        finally:
+            self.limit.close()
+            shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def both(self, method: str, *args: object) -> None:
         getattr(self.memory, method)(*args)

@@ -13,6 +13,7 @@ from worker_runtime import commands as c
 from worker_runtime.clock import new_id
 from worker_runtime.domain import Event, Role, RunStatus, RuntimeRecord, WorkerStatus
 from worker_runtime.errors import IdempotencyKeyReused, RuntimeUnavailable, WorkerNotFound
+from worker_runtime.stores import fs_flush
 from worker_runtime.stores.fs import FsStore
 
 from .fakes import GateEngine
@@ -219,3 +220,42 @@ def test_a_run_active_at_a_crash_comes_back_interrupted(tmp_path: Path) -> None:
         gate.open(ack.run_id)
         assert wait_for_run_end(rt, ack.run_id).type == "run_completed"
         assert ack.transcript_sequence == 1
+
+
+def test_a_failed_checkpoint_fails_the_store_and_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fs_flush, "JOURNAL_LIMIT", 1)  # a checkpoint after every flush
+    ops = FaultyOps()
+    rt = open_runtime(tmp_path, ops=ops)
+    ops.fail_records = True  # from now on a checkpoint cannot write record files
+    acknowledged = []
+    with pytest.raises(RuntimeUnavailable):  # the next flush reports the failure
+        for i in range(200):
+            rt.dispatch(c.CreateWorker(worker_id=f"w{i}"))
+            acknowledged.append(f"w{i}")
+    assert acknowledged  # the first create's flush started the checkpoint
+    with pytest.raises(RuntimeUnavailable):
+        rt.store.close()
+    root = tmp_path / "runtimes" / RUNTIME_ID
+    assert (root / "journal.old.jsonl").exists()  # its records never reached their files
+    with open_runtime(tmp_path) as again:
+        listed = [w.worker_id for w in again.dispatch(c.ListWorkers(limit=1000)).workers]
+        assert listed[: len(acknowledged)] == acknowledged
+    assert not (root / "journal.old.jsonl").exists()
+    assert all((root / "workers" / w / "worker.json").exists() for w in acknowledged)
+
+
+def test_checkpoints_during_work_keep_everything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fs_flush, "JOURNAL_LIMIT", 1)
+    with open_runtime(tmp_path) as rt:
+        for i in range(5):
+            rt.dispatch(c.CreateWorker(worker_id=f"w{i}"))
+            _converse(rt, f"w{i}", "one", "two")
+        before = _snapshot(rt)
+    with open_runtime(tmp_path) as rt:
+        after = _snapshot(rt)
+        assert after["details"] == before["details"]
+        assert after["transcripts"] == before["transcripts"]

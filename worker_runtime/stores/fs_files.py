@@ -11,6 +11,7 @@
         idempotency.jsonl, idempotency.idx     first answers to keyed commands (keys
                                                live inside the lines, never in names)
         journal.jsonl                          commit lines since the last checkpoint
+        journal.old.jsonl                      older ones, while a checkpoint runs
         workers/<worker_id>/
             worker.json                        the worker record (atomic replace)
             transcript.jsonl, transcript.idx
@@ -49,6 +50,8 @@ from .jsonl import JsonlLog
 
 __all__ = [
     "FORMAT",
+    "JOURNAL",
+    "OLD_JOURNAL",
     "RUNTIME",
     "Layout",
     "WorkerFiles",
@@ -115,9 +118,13 @@ def open_log(layout: Layout, rel: str, ops: FileOps, keep: int = 0) -> JsonlLog[
     )
 
 
-def open_journal(layout: Layout, ops: FileOps) -> JsonlLog[dict[str, Any]]:
+JOURNAL = "journal.jsonl"
+OLD_JOURNAL = "journal.old.jsonl"  # commit lines whose records are being written out
+
+
+def open_journal(layout: Layout, ops: FileOps, rel: str = JOURNAL) -> JsonlLog[dict[str, Any]]:
     """The commit journal: one line per flush (see ``fs.py``)."""
-    return JsonlLog(layout.root, "journal.jsonl", encode=_same, decode=_checked_line, ops=ops)
+    return JsonlLog(layout.root, rel, encode=_same, decode=_checked_line, ops=ops)
 
 
 def _same(line: dict[str, Any]) -> dict[str, Any]:

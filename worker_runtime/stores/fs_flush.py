@@ -1,30 +1,37 @@
 """The group-commit leader's side of the fs store: writing a flush, and checkpoints.
 
-Only one thread at a time runs these (the leader, or the store's owner at
-open and close), so the state here needs no lock: the journal, the append
-descriptors kept open between flushes, and the committed records that are
-newer than their files.
+Only one thread at a time flushes (the leader), so the flush state here needs
+no lock: the journal, the append descriptors kept open between flushes, and
+the committed records newer than their files. A checkpoint writes those
+records to their files; when the journal grows past :data:`JOURNAL_LIMIT` it
+is renamed ``journal.old.jsonl``, a new one is started, and a background
+thread writes the records while flushes go on, then deletes the old journal.
+Loading replays ``journal.old.jsonl`` before ``journal.jsonl``.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import os
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .fs_files import RUNTIME, Layout, WorkerFiles, dump
+from .fs_files import JOURNAL, OLD_JOURNAL, RUNTIME, Layout, WorkerFiles, dump, open_journal
 from .fsio import FileOps, Parallel
 from .jsonl import JsonlLog, Written
 
 __all__ = ["JOURNAL_LIMIT", "OPEN_LOGS", "Batch", "Flusher"]
 
 JOURNAL_LIMIT = 4 << 20
-"""Journal bytes that trigger a checkpoint (bounds restart work and disk use)."""
+"""Journal bytes that start a checkpoint (bounds restart work and disk use)."""
 OPEN_LOGS = 128
 """Logs whose append descriptors the leader keeps open between flushes."""
+
+log = logging.getLogger("worker_runtime.stores")
 
 
 @dataclass(kw_only=True)
@@ -54,20 +61,25 @@ class Flusher:
         self._parallel = Parallel()
         self._open_logs: OrderedDict[int, JsonlLog[Any]] = OrderedDict()
         self._committed: dict[str, dict[str, Any]] = {}  # newer than their files
+        self._background: threading.Thread | None = None
+        self._background_failure: OSError | None = None
 
     def flush(self, batch: Batch) -> None:
         """Write ``batch`` and its commit line, and fsync them all at once."""
+        if self._background_failure is not None:
+            raise self._background_failure  # a checkpoint failed: so does the store
         ops = self._ops
         new_entries = set()
         for files in batch.new_dirs:
-            if ops.mkdir(self.layout.path(self.layout.worker_rel(files.worker_id))):
-                new_entries.add(self.layout.workers)
+            ops.mkdir(self.layout.path(self.layout.worker_rel(files.worker_id)))
+            # Even if a checkpoint made it first: its entry must be durable now.
+            new_entries.add(self.layout.workers)
             files.dir_exists = True
-        for log in [self._journal, *(log for log, _ in batch.logs)]:
-            if log.open_append():
-                new_entries.add(os.path.dirname(log.path))
-            self._open_logs[id(log)] = log
-            self._open_logs.move_to_end(id(log))
+        for opened in [self._journal, *(log for log, _ in batch.logs)]:
+            if opened.open_append():
+                new_entries.add(os.path.dirname(opened.path))
+            self._open_logs[id(opened)] = opened
+            self._open_logs.move_to_end(id(opened))
         batch.written = [(log, log.prepare(items)) for log, items in batch.logs]
         # The commit line is fsynced together with the logs: loading counts it only
         # if every log it names is as long as it says (else the crash came first).
@@ -83,48 +95,104 @@ class Flusher:
         self._journal.advance(commit)
         self._committed.update(line["records"])
         self._close_idle_logs()
-        if self._journal.size > JOURNAL_LIMIT:
-            self.checkpoint()
+        if self._journal.size > JOURNAL_LIMIT and not self._checkpointing():
+            if self._background_failure is not None:
+                raise self._background_failure  # its lines are in the old journal still
+            self._rotate()
 
     def _close_idle_logs(self) -> None:
         while len(self._open_logs) > OPEN_LOGS:
-            _, log = self._open_logs.popitem(last=False)
-            if log is not self._journal:
-                log.close_files()
+            _, idle = self._open_logs.popitem(last=False)
+            if idle is not self._journal:
+                idle.close_files()
+
+    def _checkpointing(self) -> bool:
+        return self._background is not None and self._background.is_alive()
+
+    def _rotate(self) -> None:
+        """Move the commit lines so far aside and write their records in the background."""
+        ops, layout = self._ops, self.layout
+        if os.path.exists(layout.path(OLD_JOURNAL)):  # never overwrite unwritten records
+            raise FileExistsError(f"{OLD_JOURNAL} is still there: a checkpoint did not finish")
+        self._open_logs.pop(id(self._journal), None)
+        self._journal.close_files()
+        for old, new in ((JOURNAL, OLD_JOURNAL), ("journal.idx", "journal.old.idx")):
+            if os.path.exists(layout.path(old)):
+                ops.replace(layout.path(old), layout.path(new))
+        ops.fsync_dir(layout.root)
+        self._journal = open_journal(layout, ops)
+        pending, self._committed = self._committed, {}
+        self._background = threading.Thread(
+            target=self._checkpoint_in_background, args=(pending,), name="wr-checkpoint"
+        )
+        self._background.start()
+
+    def _checkpoint_in_background(self, pending: dict[str, dict[str, Any]]) -> None:
+        parallel = Parallel()
+        try:
+            self._write_records(pending, parallel)
+            self._drop_old_journal()
+        except OSError as exc:
+            log.error("store checkpoint failed: %s", exc)
+            self._background_failure = exc
+        finally:
+            parallel.close()
 
     def checkpoint(self, records: dict[str, dict[str, Any]] | None = None) -> None:
         """Write every committed record newer than its file (and ``records``), then
-        empty the journal."""
+        empty the journal (at open and close, when no flush can run)."""
+        self.wait()
         self._committed.update(records or {})
-        if not self._committed:
-            return
+        if self._committed:
+            self._write_records(self._committed, self._parallel)
+            self._committed.clear()
+            self._journal.reset()
+        self._drop_old_journal()
+
+    def wait(self) -> None:
+        """Let a background checkpoint finish; raise its failure, if any."""
+        if self._background is not None:
+            self._background.join()
+            self._background = None
+        if self._background_failure is not None:
+            raise self._background_failure
+
+    def _write_records(self, records: dict[str, dict[str, Any]], parallel: Parallel) -> None:
+        """Replace each record file atomically: temp files, fsync, rename, fsync dirs."""
         ops, layout = self._ops, self.layout
         paths = {}
-        for key in self._committed:
+        for key in records:
             if key == RUNTIME:
                 paths[key] = layout.path("runtime.json")
                 continue
-            files = self._workers[key]
-            if not files.dir_exists:
-                if ops.mkdir(layout.path(layout.worker_rel(key))):
-                    ops.fsync_dir(layout.workers)
-                files.dir_exists = True
+            if ops.mkdir(layout.path(layout.worker_rel(key))):
+                ops.fsync_dir(layout.workers)
             paths[key] = layout.path(layout.worker_rel(key, "worker.json"))
-        self._parallel.run(
+        parallel.run(
             [
                 functools.partial(ops.write_synced, paths[key] + ".tmp", dump(envelope))
-                for key, envelope in self._committed.items()
+                for key, envelope in records.items()
             ]
         )
         for path in paths.values():
             ops.replace(path + ".tmp", path)
         parents = sorted({os.path.dirname(path) for path in paths.values()})
-        self._parallel.run([functools.partial(ops.fsync_dir, d) for d in parents])
-        self._journal.reset()
-        self._committed.clear()
+        parallel.run([functools.partial(ops.fsync_dir, d) for d in parents])
+
+    def _drop_old_journal(self) -> None:
+        removed = False
+        for name in (OLD_JOURNAL, "journal.old.idx"):
+            path = self.layout.path(name)
+            if os.path.exists(path):
+                self._ops.unlink(path)
+                removed = True
+        if removed:
+            self._ops.fsync_dir(self.layout.root)
 
     def close(self) -> None:
         """Close every descriptor (after the last flush)."""
-        for log in [*self._open_logs.values(), self._journal]:
-            log.close_files()
+        if self._background is not None:
+            self._background.join()
+        for opened in [*self._open_logs.values(), self._journal]:
+            opened.close_files()
         self._parallel.close()

@@ -35,6 +35,7 @@ from ..errors import StoreCorrupt
 from .base import IdempotencyRecord, StoreState
 from .fs_files import (
     EVENTS_TAIL,
+    OLD_JOURNAL,
     RUNTIME,
     Layout,
     WorkerFiles,
@@ -133,16 +134,19 @@ def _committed(
     older than that; opens every log on the way (a commit line counts only if
     the logs it names reached the length it gives them)."""
     envelopes = record_files(recovery.layout, recovery.ops, recovery.on_disk)
+    # Lines of an interrupted checkpoint come first: their records may not all
+    # have reached their files (the checkpoint deletes them once they have).
+    older = journal_lines(open_journal(recovery.layout, recovery.ops, OLD_JOURNAL), [])
     lines = journal_lines(journal, recovery.problems)
-    named = {key for line in lines for key in line["records"]} - {RUNTIME}
+    named = {key for line in older + lines for key in line["records"]} - {RUNTIME}
     recovery.recover_logs(recovery.on_disk | named)
     if lines and not recovery.reached(lines[-1]):
         lines.pop()  # the crash came before this flush had reached every log
     if journal.count > len(lines):  # never apply those lines later either
         report([journal.cut_to(len(lines), _UNCOMMITTED)], recovery.problems, None)
-    for line in lines:
+    for line in older + lines:
         envelopes.update(line["records"])
-    return envelopes, {key for line in lines for key in line["records"]}
+    return envelopes, {key for line in older + lines for key in line["records"]}
 
 
 def _runtime(

@@ -59,6 +59,9 @@ class FileOps:
     def replace(self, src: str, dst: str) -> None:
         os.replace(src, dst)
 
+    def unlink(self, path: str) -> None:
+        os.unlink(path)
+
     def mkdir(self, path: str) -> bool:
         """Create ``path``; True if it was created, False if it existed."""
         try:
