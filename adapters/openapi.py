@@ -186,7 +186,7 @@ _OPS = (
         summary="Events from a cursor; wait seconds to long-poll", command="ReadEvents",
         result="EventPage", envelope=None, query=True),
     _Op(path="/v1/diagnostics", method="get", op_id="getDiagnostics", summary="Diagnostics",
-        command="GetDiagnostics", result="DiagnosticList", envelope=None),
+        command="GetDiagnostics", result="DiagnosticList", envelope=None, query=True),
 )  # fmt: skip
 
 _IDEMPOTENCY_KEY = {

@@ -35,6 +35,7 @@ __all__ = [
 
 LIST_QUERY = {"status": Kind.TEXT, "limit": Kind.INTEGER, "after": Kind.TEXT}
 TRANSCRIPT_QUERY = {"start": Kind.INTEGER, "limit": Kind.INTEGER}
+DIAGNOSTICS_QUERY = {"after": Kind.INTEGER, "limit": Kind.INTEGER}
 EVENTS_QUERY = {"cursor": Kind.INTEGER, "limit": Kind.INTEGER, "wait": Kind.NUMBER}
 NO_QUERY: Mapping[str, Kind] = {}
 
@@ -165,8 +166,8 @@ class EventsResource(CommandResource):
 
 class DiagnosticsResource(CommandResource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        parse_query(req, NO_QUERY)
-        send(resp, self._run("GetDiagnostics", {}))
+        query = parse_query(req, DIAGNOSTICS_QUERY)
+        send(resp, self._run("GetDiagnostics", query, query=DIAGNOSTICS_QUERY))
 
 
 class HealthResource:

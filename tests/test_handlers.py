@@ -522,3 +522,17 @@ def test_dispatch_json_runs_a_wire_command(runtime: Runtime) -> None:
     )
     assert created["worker_ref"] == {"runtime_id": "rt-test", "worker_id": "w"}
     assert runtime.dispatch_json({"command": "GetWorker", "args": {"worker_id": "w"}}) == created
+
+
+def test_diagnostics_page_by_id_cursor(runtime: Runtime) -> None:
+    for name in ("a", "b", "c", "d"):
+        runtime.dispatch(c.CreateWorker(worker_id=name))
+    everything = runtime.dispatch(c.GetDiagnostics(limit=1000))
+    assert everything.next_after is None
+    ids = [d.id for d in everything.diagnostics]
+    first = runtime.dispatch(c.GetDiagnostics(limit=2))
+    assert [d.id for d in first.diagnostics] == ids[:2]
+    assert first.next_after == ids[1]
+    rest = runtime.dispatch(c.GetDiagnostics(after=first.next_after, limit=1000))
+    assert [d.id for d in rest.diagnostics] == ids[2:]
+    assert runtime.dispatch(c.GetDiagnostics(after=ids[-1])).diagnostics == ()

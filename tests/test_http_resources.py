@@ -272,6 +272,24 @@ def test_diagnostics(c: testing.TestClient, conf: Conformance) -> None:
     conf.check("GET", "/v1/diagnostics", 200, result.json)
 
 
+def test_diagnostics_are_read_in_pages(c: testing.TestClient, conf: Conformance) -> None:
+    for name in ("a", "b", "c"):
+        create(c, {"worker_id": name})
+    seen: list[int] = []
+    after: int | None = 0
+    while after is not None:
+        page = c.simulate_get(
+            "/v1/diagnostics", params={"after": str(after), "limit": "2"}, headers=AUTH
+        ).json
+        conf.check("GET", "/v1/diagnostics", 200, page)
+        assert len(page["diagnostics"]) <= 2
+        seen += [d["id"] for d in page["diagnostics"]]
+        after = page["next_after"]
+    assert seen == sorted(set(seen)) and len(seen) >= 3
+    too_many = c.simulate_get("/v1/diagnostics", params={"limit": "100000"}, headers=AUTH)
+    assert (too_many.status_code, error_code(too_many)) == (400, "limit_too_large")
+
+
 @pytest.mark.parametrize(
     ("path", "params", "parameter"),
     [
@@ -283,6 +301,8 @@ def test_diagnostics(c: testing.TestClient, conf: Conformance) -> None:
         ("/v1/workers", {"after": "bad id"}, "after"),
         ("/v1/workers", {"colour": "red"}, "colour"),
         ("/v1/events", {"wait": "nan"}, "wait"),
+        ("/v1/diagnostics", {"after": "-1"}, "after"),
+        ("/v1/diagnostics", {"limit": "x"}, "limit"),
         ("/v1/events", {"wait": "1e999"}, "wait"),
         ("/v1/events", {"wait": "31"}, "wait"),
         ("/v1/events", {"wait": "-1"}, "wait"),

@@ -132,7 +132,10 @@ class ReadEvents(Command[EventPage]):
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class GetDiagnostics(Command[DiagnosticList]):
-    pass
+    """Diagnostics with ``id > after``, oldest first, at most ``limit``."""
+
+    after: int = 0
+    limit: int | None = None
 
 
 COMMANDS: dict[str, type[Command[Result]]] = {

@@ -7,6 +7,7 @@ after the handler returns, so several commands can share one flush.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import math
 from collections.abc import Callable, Mapping
@@ -334,8 +335,17 @@ def read_events(rt: Runtime, cmd: c.ReadEvents) -> r.EventPage:
 
 
 def get_diagnostics(rt: Runtime, cmd: c.GetDiagnostics) -> r.DiagnosticList:
+    # Diagnostics grow with the runtime (one per worker created without a
+    # config bundle), so they are read in pages like events.
+    limit = _limit(cmd.limit, rt.config.default_event_page, rt.config.max_event_page)
+    if cmd.after < 0:
+        raise InvalidRequest("after must be 0 or more", details={"field": "after"})
     with rt.locked():
-        return r.DiagnosticList(diagnostics=tuple(rt.store.read_diagnostics()))
+        stored = rt.store.read_diagnostics()
+        begin = bisect.bisect_right(stored, cmd.after, key=lambda d: d.id)
+        page = tuple(stored[begin : begin + limit])
+        more = begin + limit < len(stored)
+    return r.DiagnosticList(diagnostics=page, next_after=page[-1].id if more else None)
 
 
 HANDLERS: Mapping[type[c.Command[Any]], Handler] = {

@@ -185,4 +185,7 @@ class EventPage(Result):
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class DiagnosticList(Result):
+    """``next_after`` is the ``after`` for the next page, or null on the last."""
+
     diagnostics: tuple[Diagnostic, ...]
+    next_after: int | None
