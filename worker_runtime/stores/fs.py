@@ -13,15 +13,16 @@ threads waiting at the same time (``commit.py``). A flush:
    and returns once every fsync has: nothing is acknowledged before.
 
 Records are replaced atomically in their own files (temp file in the same
-directory, fsync, ``os.replace``, fsync the directory) at checkpoints: when
-the journal grows past a limit, on close, and after recovery;
-the journal is then emptied. Loading (``fs_load.py``) rebuilds the committed
-state from the record files and the journal (a last journal line counts
-only if every log it names got its lines) and cuts every log back to it, so
-after a crash the store is exactly as of its last commit: no half-done
-operation, no entry without its event. A flush is cut between two runtime
-operations (see :meth:`FsStore.bind_lock`). Any ``OSError`` fails the store
-for good (``runtime_unavailable``). The layout is in ``fs_files.py``.
+directory, fsync, ``os.replace``, fsync the directory) at checkpoints: in
+the background when the journal grows past a limit (``fs_flush.py``), on
+close, and after recovery; the journal is then emptied. Loading
+(``fs_load.py``) rebuilds the committed state from the record files and the
+journal (a last journal line counts only if every log it names got its
+lines) and cuts every log back to it, so after a crash the store is exactly
+as of its last commit: no half-done operation, no entry without its event.
+A flush is cut between two runtime operations (see :meth:`FsStore.bind_lock`).
+Any ``OSError`` fails the store for good (``runtime_unavailable``). The
+layout is in ``fs_files.py``.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class FsStore(Store):
         self._next_seq = loaded.next_seq
         self._dirty_logs: dict[int, JsonlLog[Any]] = {}  # staged since the last take
         self._dirty_keys: set[str] = set()
-        self._flusher = Flusher(layout, ops, loaded.journal, self._workers)
+        self._flusher = Flusher(layout, ops, loaded.journal)
         self._commit: GroupCommit[Batch] = GroupCommit(
             self._mutex, take=self._take, flush=self._flusher.flush, done=self._done
         )

@@ -52,12 +52,10 @@ class Flusher:
         layout: Layout,
         ops: FileOps,
         journal: JsonlLog[dict[str, Any]],
-        workers: dict[str, WorkerFiles],
     ) -> None:
         self.layout = layout
         self._ops = ops
         self._journal = journal
-        self._workers = workers  # the store's; only ``dir_exists`` is changed here
         self._parallel = Parallel()
         self._open_logs: OrderedDict[int, JsonlLog[Any]] = OrderedDict()
         self._committed: dict[str, dict[str, Any]] = {}  # newer than their files
