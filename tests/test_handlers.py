@@ -472,6 +472,23 @@ def test_a_failed_sync_makes_the_runtime_unavailable() -> None:
         assert rt.dispatch(c.GetWorker(worker_id="before")).status is WorkerStatus.IDLE
 
 
+class ClosingStore(FailingSyncStore):
+    closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_close_releases_the_store_even_when_its_flush_fails() -> None:
+    store = ClosingStore("rt-close")
+    rt = Runtime.open(RuntimeConfig(), store=store)
+    rt.dispatch(c.CreateWorker(worker_id="w"))
+    store.broken = True
+    with pytest.raises(errors.RuntimeUnavailable):
+        rt.close()
+    assert store.closed
+
+
 # -- idempotency keys --------------------------------------------------------------
 
 

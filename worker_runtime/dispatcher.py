@@ -8,6 +8,7 @@ first result without doing the work again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import threading
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .commands import Command, R_co
 from .errors import IdempotencyKeyReused, InvalidRequest, RuntimeUnavailable, UnsupportedOperation
-from .handlers import HANDLERS, RESULT_TYPES, Handler
+from .handlers import HANDLERS, ONE_HOLD, RESULT_TYPES, Handler
 from .stores import IdempotencyRecord
 from .wire import decode_command, encode_command, from_json, to_json
 
@@ -82,17 +83,22 @@ class Dispatcher:
                     )
                 return typing.cast(R_co, from_json(RESULT_TYPES[type(command)], previous.result))
             # Only successes are remembered: a failed attempt did no work, so a
-            # retry may run it again.
-            result = handler(rt, command)
-            record = IdempotencyRecord(
-                key=key,
-                fingerprint=fingerprint,
-                command=wire["command"],
-                result=to_json(result),
-                created_at=rt.clock.now(),
-            )
-            with rt.locked():
-                rt.store.put_idempotency(record)
+            # retry may run it again. A short handler runs under the same hold
+            # of the (re-entrant) state lock as the record, so the store commits
+            # the work and its key together: a crash cannot keep one without the
+            # other. Cancel and stop wait for runs outside the lock; redoing them
+            # after a crash is harmless.
+            with rt.locked() if type(command) in ONE_HOLD else contextlib.nullcontext():
+                result = handler(rt, command)
+                record = IdempotencyRecord(
+                    key=key,
+                    fingerprint=fingerprint,
+                    command=wire["command"],
+                    result=to_json(result),
+                    created_at=rt.clock.now(),
+                )
+                with rt.locked():
+                    rt.store.put_idempotency(record)
             rt.sync()
             return typing.cast(R_co, result)
 

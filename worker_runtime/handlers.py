@@ -361,6 +361,10 @@ HANDLERS: Mapping[type[c.Command[Any]], Handler] = {
     c.GetDiagnostics: get_diagnostics,
 }
 
+ONE_HOLD: frozenset[type[c.Command[Any]]] = frozenset({c.CreateWorker, c.SendInput})
+"""Handlers that do all their work in one hold of the state lock and never wait
+for a run: safe to call with the lock already held."""
+
 RESULT_TYPES: Mapping[type[c.Command[Any]], type[r.Result]] = {
     c.GetRuntime: r.RuntimeInfo,
     c.ListWorkers: r.WorkerPage,

@@ -62,7 +62,9 @@ class Runtime:
         self.clock = clock or Clock()
         self.runtime_id = store.runtime_id
         self.status = "running"
-        self._lock = threading.Lock()
+        # Re-entrant: the dispatcher holds it across a short handler and the
+        # idempotency record, so both land in the same store commit.
+        self._lock = threading.RLock()
         store.bind_lock(self._lock)  # so a group flush never splits an operation
         # Long-pollers wait on this; every new event notifies it.
         self.events_changed = threading.Condition(self._lock)
@@ -120,9 +122,14 @@ class Runtime:
                 return
             self.status = "stopping"
             self.events_changed.notify_all()
-        self.runs.shutdown()
-        self.profiles.close()
-        self.store.close()
+        # Release the store (and its directory lock) even if a flush failed.
+        try:
+            self.runs.shutdown()
+        finally:
+            try:
+                self.profiles.close()
+            finally:
+                self.store.close()
 
     def __enter__(self) -> Runtime:
         return self

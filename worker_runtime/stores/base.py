@@ -15,7 +15,7 @@ swallowed; after a failed ``sync`` the store refuses further writes.
 
 from __future__ import annotations
 
-import threading
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -117,7 +117,7 @@ class Store(ABC):
     def sync(self) -> None:
         """Block until every write staged so far is durable."""
 
-    def bind_lock(self, lock: threading.Lock) -> None:  # noqa: B027 - optional hook
+    def bind_lock(self, lock: contextlib.AbstractContextManager[Any]) -> None:  # noqa: B027 - optional hook
         """Called once by the runtime with the lock it holds while it stages an
         operation's writes. A store that flushes in groups takes it briefly to
         cut a batch between two operations, never inside one (the runtime

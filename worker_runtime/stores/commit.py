@@ -23,7 +23,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from ..errors import RuntimeUnavailable
 
@@ -53,7 +53,7 @@ class GroupCommit(Generic[B]):
         self._durable = 0
         self._flushing = False
         self._failure: str | None = None
-        self.outer: threading.Lock | None = None
+        self.outer: contextlib.AbstractContextManager[Any] | None = None
         self.flushes = 0  # how many flushes ran (for tests and benchmarks)
 
     def check(self) -> None:

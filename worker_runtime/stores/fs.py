@@ -134,7 +134,7 @@ class FsStore(Store):
     def load(self) -> StoreState:
         return self._state
 
-    def bind_lock(self, lock: threading.Lock) -> None:
+    def bind_lock(self, lock: contextlib.AbstractContextManager[Any]) -> None:
         self._commit.outer = lock
 
     # -- staging -------------------------------------------------------------------
