@@ -19,25 +19,29 @@ import os
 import sys
 
 # Run as ``python bench/http.py``, this file's directory comes first on sys.path
-# and this module would shadow the standard library's ``http``: drop it.
+# and this module would shadow the standard library's ``http``: drop it, and make
+# the repository importable instead (for ``bench.servers``).
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
     del sys.path[0]
+sys.path.insert(0, _REPO)
 
-import argparse
-import http.client
-import json
-import re
-import secrets
-import shutil
-import statistics
-import subprocess
-import tempfile
-import time
-from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
-from typing import Any
+import argparse  # noqa: E402
+import http.client  # noqa: E402
+import json  # noqa: E402
+import re  # noqa: E402
+import secrets  # noqa: E402
+import shutil  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from concurrent.futures import ProcessPoolExecutor  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
-_SERVING = re.compile(r"Serving on http://127\.0\.0\.1:(\d+)")
+from bench.servers import ServerProcess  # noqa: E402
+
 _WRK_RATE = re.compile(r"Requests/sec:\s+([0-9.]+)")
 
 
@@ -77,42 +81,6 @@ def serve_child(kind: str, threads: int, body_file: str | None) -> None:
 
 
 # -- the parent: start, load, compare --------------------------------------------------
-
-
-class Child:
-    """A server child process whose stderr goes to a file (never a full pipe)."""
-
-    def __init__(self, argv: list[str], env: dict[str, str], log: Path) -> None:
-        self.log = log
-        self.process = subprocess.Popen(
-            argv,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=log.open("wb"),
-        )
-        self.port = self._await_port(timeout=30)
-
-    def _await_port(self, timeout: float) -> int:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            match = _SERVING.search(self.log.read_text("utf-8", "replace"))
-            if match:
-                return int(match.group(1))
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("server did not start: " + self.log.read_text()[-2000:])
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
 
 
 def request(port: int, method: str, path: str, token: str, body: Any = None) -> tuple[int, bytes]:
@@ -181,7 +149,7 @@ def measure(args: argparse.Namespace) -> None:
     this = [sys.executable, __file__, "--threads", str(args.threads)]
     load = run_wrk if shutil.which("wrk") and not args.python_client else run_python
     with tempfile.TemporaryDirectory() as tmp:
-        real = Child([*this, "--serve", "runtime"], env, Path(tmp, "runtime.log"))
+        real = ServerProcess([*this, "--serve", "runtime"], env, Path(tmp, "runtime.log"))
         try:
             status, created = request(
                 real.port, "POST", "/v1/workers", token, {"display_name": "b"}
@@ -191,7 +159,7 @@ def measure(args: argparse.Namespace) -> None:
             status, body = request(real.port, "GET", path, token)
             assert status == 200, body
             Path(tmp, "body.json").write_bytes(body)
-            bare = Child(
+            bare = ServerProcess(
                 [*this, "--serve", "bare", "--body-file", str(Path(tmp, "body.json"))],
                 env,
                 Path(tmp, "bare.log"),

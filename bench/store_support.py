@@ -21,24 +21,21 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from bench.servers import ServerProcess
+from tests.fs_support import NOW, worker_record
 from worker_runtime.domain import (
     Diagnostic,
     Event,
-    ProfileSelector,
     Run,
     RuntimeRecord,
     TranscriptEntry,
-    WorkerIntent,
     WorkerRecord,
-    WorkerStatus,
 )
 from worker_runtime.stores import IdempotencyRecord, MemoryStore
 from worker_runtime.stores.fs_files import Layout, dump, runtime_envelope, worker_envelope
 from worker_runtime.wire import to_json
 
 REPO = Path(__file__).resolve().parent.parent
-NOW = "2024-01-01T00:00:00.000Z"
-_SERVING = re.compile(r"Serving on http://127\.0\.0\.1:(\d+)")
 _WRK_RATE = re.compile(r"Requests/sec:\s+([0-9.]+)")
 
 _SCHEMA = """
@@ -147,21 +144,8 @@ def write_runtime_fixture(data_dir: Path, runtime_id: str, workers: dict[str, in
     for seq, (worker_id, entries) in enumerate(workers.items()):
         directory = root / "workers" / worker_id
         directory.mkdir()
-        worker = WorkerRecord(
-            runtime_id=runtime_id,
-            worker_id=worker_id,
-            display_name=None,
-            status=WorkerStatus.IDLE,
-            intent=WorkerIntent(),
-            profile=ProfileSelector(),
-            config_bundle=None,
-            requested_capabilities=(),
-            workspace_refs=(),
-            mount_refs=(),
-            created_at=NOW,
-            updated_at=NOW,
-            transcript_len=entries,
-            last_event_id=1,
+        worker = worker_record(
+            worker_id, runtime_id=runtime_id, transcript_len=entries, last_event_id=1
         )
         ends = {"transcript": entries, "runs": 0}
         (directory / "worker.json").write_bytes(dump(worker_envelope(seq, worker, ends)))
@@ -191,39 +175,17 @@ def _write_log(stem: Path, lines: list[bytes]) -> None:
 # -- servers and HTTP load ------------------------------------------------------------
 
 
-class ServerProcess:
+def waitress_server(env: dict[str, str], log: Path, threads: int = 16) -> ServerProcess:
     """``waitress-serve adapters.falcon_app:app`` on a kernel-chosen loopback port."""
-
-    def __init__(self, env: dict[str, str], log: Path, threads: int = 16) -> None:
-        argv = [
-            sys.executable,
-            "-c",
-            "import sys; from waitress.runner import run; run(argv=sys.argv)",
-            "--listen=127.0.0.1:0",
-            f"--threads={threads}",
-            "adapters.falcon_app:app",
-        ]
-        self.log = log
-        self.process = subprocess.Popen(
-            argv, env=env, cwd=str(REPO), stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=log.open("wb"),
-        )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while not (match := _SERVING.search(log.read_text("utf-8", "replace"))):
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                self.stop()
-                raise RuntimeError("server did not start: " + log.read_text()[-2000:])
-            time.sleep(0.05)
-        self.port = int(match.group(1))
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+    argv = [
+        sys.executable,
+        "-c",
+        "import sys; from waitress.runner import run; run(argv=sys.argv)",
+        "--listen=127.0.0.1:0",
+        f"--threads={threads}",
+        "adapters.falcon_app:app",
+    ]
+    return ServerProcess(argv, env, log, cwd=str(REPO))
 
 
 def _wrk(port: int, token: str, seconds: float, connections: int, script: Path) -> float:
@@ -277,9 +239,9 @@ def http_creates(
             load = lambda port: _wrk(port, token, seconds, connections, script)  # noqa: E731
         else:
             load = lambda port: _python_load(port, token, seconds, connections)  # noqa: E731
-        memory = ServerProcess(base, Path(work, "memory.log"))
+        memory = waitress_server(base, Path(work, "memory.log"))
         fs_env = {**base, "WORKER_RUNTIME_STORE": "fs", "WORKER_RUNTIME_DATA_DIR": work}
-        fs = ServerProcess(fs_env, Path(work, "fs.log"))
+        fs = waitress_server(fs_env, Path(work, "fs.log"))
         try:
             memory_rates, fs_rates = [], []
             for _ in range(rounds):

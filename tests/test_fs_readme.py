@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from .test_readme import examples, matches, section
+from .helpers import examples, run_examples, section
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -21,11 +19,4 @@ def test_the_stores_example_runs_and_prints_what_the_readme_says(
     blocks = examples(section("stores"))
     assert blocks, "the stores section lost its example"
     namespace: dict[str, object] = {"__name__": "readme"}
-    for number, (code, expected) in enumerate(blocks, 1):
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out):
-            exec(compile(code, f"README.md stores block {number}", "exec"), namespace)
-        if expected is not None:
-            assert matches(expected, out.getvalue()), (
-                f"block {number} printed:\n{out.getvalue()}\nthe README says:\n{expected}"
-            )
+    run_examples(blocks, "stores", namespace)

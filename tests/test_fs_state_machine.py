@@ -29,14 +29,11 @@ from worker_runtime.clock import new_id
 from worker_runtime.domain import (
     Diagnostic,
     Event,
-    ProfileSelector,
     Role,
     Run,
     RunStatus,
     Severity,
     TranscriptEntry,
-    WorkerIntent,
-    WorkerRecord,
     WorkerStatus,
 )
 from worker_runtime.errors import RuntimeUnavailable
@@ -44,10 +41,8 @@ from worker_runtime.stores import IdempotencyRecord, MemoryStore, fs_flush
 from worker_runtime.stores.fs import FsStore
 
 from . import strategies
-from .fs_support import RUNTIME_ID, FaultyOps, open_runtime
+from .fs_support import NOW, RUNTIME_ID, FaultyOps, open_runtime, worker_record
 from .test_state_machine import POOL, RuntimeMachine
-
-NOW = "2024-01-01T00:00:00.000Z"
 
 
 class SmallJournal:
@@ -131,19 +126,10 @@ class StoreMachine(RuleBasedStateMachine):
         return self.last_event
 
     def _put(self, worker_id: str, status: WorkerStatus, name: str | None) -> None:
-        record = WorkerRecord(
-            runtime_id=RUNTIME_ID,
-            worker_id=worker_id,
-            display_name=name,
+        record = worker_record(
+            worker_id,
             status=status,
-            intent=WorkerIntent(),
-            profile=ProfileSelector(),
-            config_bundle=None,
-            requested_capabilities=(),
-            workspace_refs=(),
-            mount_refs=(),
-            created_at=NOW,
-            updated_at=NOW,
+            display_name=name,
             transcript_len=self.lengths.setdefault(worker_id, 0),
             last_event_id=self.last_event,
         )

@@ -15,44 +15,21 @@ from worker_runtime.clock import new_id
 from worker_runtime.domain import (
     Diagnostic,
     Event,
-    ProfileSelector,
     Role,
     Run,
     RunStatus,
     RuntimeRecord,
     Severity,
     TranscriptEntry,
-    WorkerIntent,
-    WorkerRecord,
-    WorkerStatus,
 )
 from worker_runtime.errors import RuntimeUnavailable
 from worker_runtime.stores.base import IdempotencyRecord
 from worker_runtime.stores.fs import FsStore
 
-from .fs_support import RUNTIME_ID, FaultyOps, NoSyncOps, runtime_dir
+from .fs_support import NOW, RUNTIME_ID, FaultyOps, NoSyncOps, runtime_dir, worker_record
 
-NOW = "2024-01-01T00:00:00.000Z"
 FAST = NoSyncOps()  # reopening hundreds of copies: what is on disk matters here, not fsync
 N = 3  # records per log in the fixture
-
-
-def _worker(transcript_len: int) -> WorkerRecord:
-    return WorkerRecord(
-        runtime_id=RUNTIME_ID,
-        worker_id="w",
-        display_name=None,
-        status=WorkerStatus.IDLE,
-        intent=WorkerIntent(),
-        profile=ProfileSelector(),
-        config_bundle=None,
-        requested_capabilities=(),
-        workspace_refs=(),
-        mount_refs=(),
-        created_at=NOW,
-        updated_at=NOW,
-        transcript_len=transcript_len,
-    )
 
 
 def _entry(i: int) -> TranscriptEntry:
@@ -111,7 +88,10 @@ LOGS = [
     ),
     Log(
         "workers/w/transcript.jsonl",
-        lambda s, i: (s.append_transcript("w", _entry(i)), s.put_worker(_worker(i + 1))),
+        lambda s, i: (
+            s.append_transcript("w", _entry(i)),
+            s.put_worker(worker_record(transcript_len=i + 1)),
+        ),
         lambda s: s.read_transcript("w", 0, 100),
         _entry,
     ),
@@ -142,7 +122,7 @@ def pristine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     store = FsStore.open(str(data_dir), RUNTIME_ID, new_id, ops=ops)
     store.load()
     store.put_runtime(RuntimeRecord(runtime_id=RUNTIME_ID, display_name=None, created_at=NOW))
-    store.put_worker(_worker(0))
+    store.put_worker(worker_record())
     for log in LOGS:
         for i in range(N - 1):
             log.append(store, i)
@@ -209,7 +189,7 @@ def test_every_torn_commit_line_uncommits_its_flush(tmp_path: Path) -> None:
     ops = FaultyOps()
     store = FsStore.open(str(data_dir), RUNTIME_ID, new_id, ops=ops)
     store.load()
-    store.put_worker(_worker(0))
+    store.put_worker(worker_record())
     shared = LOGS[:3]  # the runtime-wide logs: the last commit line stays short
     for i in range(N):  # one commit per round: N lines in the journal
         for log in LOGS if i < N - 1 else shared:
