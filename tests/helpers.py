@@ -6,7 +6,10 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from worker_runtime import Runtime, commands
@@ -89,3 +92,25 @@ def run_examples(
             assert matches(expected, out.getvalue()), (
                 f"block {number} printed:\n{out.getvalue()}\nthe README says:\n{expected}"
             )
+
+
+@contextmanager
+def state_lock_held_elsewhere(rt: Runtime) -> Iterator[None]:
+    """Hold ``rt``'s state lock on another thread (as a long operation would)
+    for the duration of the block."""
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with rt.locked():
+            holding.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert holding.wait(10), "the holder never got the lock"
+        yield
+    finally:
+        release.set()
+        holder.join(10)
+    assert not holder.is_alive()

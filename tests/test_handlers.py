@@ -26,7 +26,7 @@ from worker_runtime.domain import (
 from worker_runtime.stores import MemoryStore
 
 from .fakes import GateEngine, make_runtime, named
-from .helpers import wait_for_run_end
+from .helpers import state_lock_held_elsewhere, wait_for_run_end
 
 
 @dataclass
@@ -422,26 +422,10 @@ def test_errors_point_at_the_field(runtime: Runtime) -> None:
 
 def test_operation_timeout_when_the_state_lock_is_held() -> None:
     rt = Runtime.open(RuntimeConfig(operation_timeout_s=0.05))
-    holding, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with rt.locked():
-            holding.set()
-            release.wait(10)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    try:
-        assert holding.wait(10)
-        with pytest.raises(errors.OperationTimeout) as caught:
-            rt.dispatch(c.GetRuntime())
-        assert caught.value.code == "operation_timeout"
-        assert isinstance(caught.value, TimeoutError)
-    finally:
-        release.set()
-        holder.join(10)
-        rt.close()
-    assert not holder.is_alive()
+    with rt, state_lock_held_elsewhere(rt), pytest.raises(errors.OperationTimeout) as caught:
+        rt.dispatch(c.GetRuntime())
+    assert caught.value.code == "operation_timeout"
+    assert isinstance(caught.value, TimeoutError)
 
 
 class FailingSyncStore(MemoryStore):

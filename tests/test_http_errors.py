@@ -13,6 +13,7 @@ from falcon import testing
 
 from worker_runtime import Runtime, RuntimeConfig, commands, errors
 
+from .helpers import state_lock_held_elsewhere
 from .http_helpers import AUTH, ROUTES, TOKEN, client, error_code, hold_runtime
 
 
@@ -261,23 +262,9 @@ def test_closed_runtime_is_503_with_retry_after(rt: Runtime, c: testing.TestClie
 
 def test_busy_state_is_504_operation_timeout() -> None:
     runtime = Runtime.open(RuntimeConfig(operation_timeout_s=0.05))
-    held, release = threading.Event(), threading.Event()
-
-    def hold() -> None:  # another operation, on another thread, holds the state
-        with runtime.locked():
-            held.set()
-            release.wait(30)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    try:
-        assert held.wait(10)
+    with runtime, state_lock_held_elsewhere(runtime):
         result = client(runtime).simulate_get("/v1/workers", headers=AUTH)
-        assert (result.status_code, error_code(result)) == (504, "operation_timeout")
-    finally:
-        release.set()
-        holder.join(10)
-        runtime.close()
+    assert (result.status_code, error_code(result)) == (504, "operation_timeout")
 
 
 class BrokenRuntime(Runtime):
