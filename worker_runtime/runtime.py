@@ -30,7 +30,8 @@ from .domain import (
     WorkerStatus,
 )
 from .errors import OperationTimeout, RuntimeUnavailable, WorkerNotFound
-from .profiles import ProfileRegistry
+from .profiles import Profile, ProfileRegistry
+from .profiles_file import load_profiles
 from .runs import RunManager, finish_run
 from .stores import Store, open_store
 
@@ -264,9 +265,5 @@ class Runtime:
         return counts
 
 
-def _load_named_profiles(config: RuntimeConfig) -> list[Any]:
-    if not config.profiles_path:
-        return []
-    from .profiles_file import load_profiles
-
-    return load_profiles(config.profiles_path)
+def _load_named_profiles(config: RuntimeConfig) -> list[Profile]:
+    return load_profiles(config.profiles_path) if config.profiles_path else []
