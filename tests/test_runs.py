@@ -87,27 +87,43 @@ def test_stop_cancels_the_run_and_is_sticky(gate: GateEngine) -> None:
 
 def test_input_during_a_stop_in_progress_is_refused_as_stopped() -> None:
     """While a stop waits for the run to wind down, the worker already counts
-    as stopped: input is refused with worker_stopped, not worker_busy."""
+    as stopped: input is refused with worker_stopped, not worker_busy; a second
+    stop waits for the first and answers only once the worker is stopped."""
     stuck = GateEngine(honour_signal=False)
-    with make_runtime({"stuck": stuck}, cancel_grace_s=30) as rt:
+    clock = PollSpyClock()
+    with make_runtime({"stuck": stuck}, cancel_grace_s=30, clock=clock) as rt:
         ack = start(rt, "w", "stuck")
         ctx = stuck.wait_started(ack.run_id)
         stops: list[r.StopAck] = []
+        seen: list[WorkerStatus] = []
+
+        def second_stop() -> None:
+            clock.poller = threading.get_ident()
+            stops.append(rt.dispatch(c.StopWorker(worker_id="w")))
+            seen.append(rt.dispatch(c.GetWorker(worker_id="w")).status)
+
         stopper = threading.Thread(
             target=lambda: stops.append(rt.dispatch(c.StopWorker(worker_id="w")))
         )
+        second = threading.Thread(target=second_stop)
         stopper.start()
         try:
             assert ctx.signal.wait(10), "the stop never aborted the run"
             with pytest.raises(errors.WorkerStopped):
                 rt.dispatch(c.SendInput(worker_id="w", content="sneak in"))
-            # A second stop during the first one changes nothing.
-            assert rt.dispatch(c.StopWorker(worker_id="w")).already_stopped
+            second.start()
+            assert clock.waiting.wait(10), "the second stop did not wait for the first"
+            assert stops == []
         finally:
             stuck.open(ack.run_id)  # let the engine return so the stop completes
             stopper.join(10)
-        assert not stopper.is_alive()
-        assert stops[0].cancelled_run_id == ack.run_id
+            if second.ident is not None:
+                second.join(10)
+        assert not stopper.is_alive() and not second.is_alive()
+        first, again = stops
+        assert first.cancelled_run_id == ack.run_id and not first.already_stopped
+        assert again.already_stopped and again.status is WorkerStatus.STOPPED
+        assert seen == [WorkerStatus.STOPPED]
         assert rt.dispatch(c.GetWorker(worker_id="w")).status is WorkerStatus.STOPPED
 
 

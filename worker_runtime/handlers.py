@@ -29,6 +29,7 @@ from .domain import (
 from .errors import (
     InvalidRequest,
     LimitTooLarge,
+    OperationTimeout,
     UnsupportedCapability,
     WorkerBusy,
     WorkerExists,
@@ -252,8 +253,10 @@ def cancel_run(rt: Runtime, cmd: c.CancelRun) -> r.CancelAck:
 def stop_worker(rt: Runtime, cmd: c.StopWorker) -> r.StopAck:
     check_worker_id(cmd.worker_id)
     with rt.locked():
+        rt.worker(cmd.worker_id)
+        _await_other_stop(rt, cmd.worker_id)
         record = rt.worker(cmd.worker_id)
-        if record.status is WorkerStatus.STOPPED or cmd.worker_id in rt.stopping:
+        if record.status is WorkerStatus.STOPPED:
             return r.StopAck(
                 worker_ref=rt.ref(cmd.worker_id),
                 status=WorkerStatus.STOPPED,
@@ -278,6 +281,7 @@ def stop_worker(rt: Runtime, cmd: c.StopWorker) -> r.StopAck:
     finally:
         with rt.locked():
             rt.stopping.discard(cmd.worker_id)
+            rt.events_changed.notify_all()  # wakes a second stop waiting on this one
     return r.StopAck(
         worker_ref=rt.ref(cmd.worker_id),
         status=WorkerStatus.STOPPED,
@@ -285,6 +289,19 @@ def stop_worker(rt: Runtime, cmd: c.StopWorker) -> r.StopAck:
         already_stopped=False,
         cancelled_run_id=ended.run_id if ended else None,
     )
+
+
+def _await_other_stop(rt: Runtime, worker_id: str) -> None:
+    """Wait (lock held) for a stop already in progress, so that a second stop
+    answers "already stopped" only once the worker really is stopped."""
+    deadline = rt.clock.monotonic() + rt.config.cancel_grace_s + rt.config.operation_timeout_s
+    while worker_id in rt.stopping:
+        remaining = deadline - rt.clock.monotonic()
+        if remaining <= 0:
+            raise OperationTimeout(
+                f"worker {worker_id!r} is still stopping", details={"worker_id": worker_id}
+            )
+        rt.events_changed.wait(remaining)
 
 
 def get_transcript(rt: Runtime, cmd: c.GetTranscript) -> r.TranscriptPage:
