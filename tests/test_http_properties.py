@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 
 import pytest
 from falcon import testing
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from worker_runtime import Runtime, RuntimeConfig
@@ -185,6 +185,8 @@ def test_every_route_refuses_every_other_token(
 
 
 @given(name=texts.filter(lambda t: 0 < len(t) <= 200), content=texts.filter(bool))
+@example(name="\ud800\udc00", content="\ud800\udc00")  # a pair JSON joins into one char
+@example(name="\ud800", content="x")  # a lone surrogate: refused
 def test_any_text_is_refused_or_read_back_intact(
     c: testing.TestClient, conf: Conformance, name: str, content: str
 ) -> None:
@@ -202,10 +204,12 @@ def test_any_text_is_refused_or_read_back_intact(
     path = f"/v1/workers/{worker_id}"
     read = c.simulate_get(path, headers=AUTH)
     check(conf, "GET", path, read)
-    assert read.json["worker"]["display_name"] == name
+    # What the server received: JSON joins an escaped surrogate pair into one
+    # character, so a Python str holding the pair comes back as that character.
+    assert read.json["worker"]["display_name"] == json.loads(json.dumps(name))
     sent = c.simulate_post(f"{path}/input", body=json.dumps({"content": content}), headers=headers)
     check(conf, "POST", f"{path}/input", sent)
     page = c.simulate_get(f"{path}/transcript", headers=AUTH)
     check(conf, "GET", f"{path}/transcript", page)
     if sent.status_code == 202:
-        assert page.json["transcript"]["items"][0]["content"] == content
+        assert page.json["transcript"]["items"][0]["content"] == json.loads(json.dumps(content))
