@@ -18,7 +18,7 @@ from typing import TextIO
 
 import falcon
 
-from worker_runtime import Runtime
+from worker_runtime import Runtime, RuntimeConfig
 from worker_runtime.errors import ConfigError, WorkerRuntimeError
 
 from . import resources as r
@@ -29,7 +29,6 @@ from .settings import (
     HttpSettings,
     Token,
     generate_token,
-    runtime_config_from_env,
     token_from_env,
 )
 
@@ -116,7 +115,7 @@ def app_from_env(environ: Mapping[str, str]) -> WsgiApp:
     Raises ``ConfigError`` naming the variable for bad values (checked before
     the runtime is opened), or the runtime's own start-up errors.
     """
-    config = runtime_config_from_env(environ)
+    config = RuntimeConfig.from_env(environ)
     settings = HttpSettings.from_env(environ)
     token = token_from_env(environ)
     runtime = Runtime.open(config)

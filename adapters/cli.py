@@ -18,7 +18,7 @@ from types import FrameType
 
 import waitress
 
-from worker_runtime import Runtime
+from worker_runtime import Runtime, RuntimeConfig
 from worker_runtime.errors import ConfigError, WorkerRuntimeError
 
 from .app import create_app, settle_token
@@ -26,7 +26,6 @@ from .settings import (
     HttpSettings,
     Token,
     read_token_file,
-    runtime_config_from_env,
     token_from_env,
 )
 
@@ -111,7 +110,7 @@ def _open(
         "data_dir": args.data_dir,
         "profiles_path": args.profiles,
     }
-    config = runtime_config_from_env(environ).replace(
+    config = RuntimeConfig.from_env(environ).replace(
         **{k: v for k, v in overrides.items() if v is not None}
     )
     settings = HttpSettings.from_env(environ)

@@ -10,7 +10,6 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from worker_runtime.config import RuntimeConfig
 from worker_runtime.errors import ConfigError
 
 __all__ = [
@@ -19,7 +18,6 @@ __all__ = [
     "Token",
     "generate_token",
     "read_token_file",
-    "runtime_config_from_env",
     "token_from_env",
 ]
 
@@ -106,11 +104,6 @@ def token_from_env(environ: Mapping[str, str]) -> Token | None:
     if path:
         return read_token_file(path, TOKEN_FILE_VAR)
     return None
-
-
-def runtime_config_from_env(environ: Mapping[str, str]) -> RuntimeConfig:
-    """``RuntimeConfig.from_env``: a bad value raises ``ConfigError`` naming its variable."""
-    return RuntimeConfig.from_env(environ)
 
 
 def generate_token() -> Token:

@@ -16,7 +16,6 @@ from adapters.settings import (
     DEFAULT_MAX_BODY_BYTES,
     HttpSettings,
     generate_token,
-    runtime_config_from_env,
     token_from_env,
 )
 from worker_runtime import Runtime, RuntimeConfig
@@ -93,11 +92,11 @@ def test_generated_tokens_are_long_and_fresh() -> None:
 )
 def test_runtime_config_errors_name_the_variable(env: dict[str, str], variable: str) -> None:
     with pytest.raises(ConfigError, match=variable):
-        runtime_config_from_env(env)
+        RuntimeConfig.from_env(env)
 
 
 def test_runtime_config_from_a_good_environment() -> None:
-    config = runtime_config_from_env({"WORKER_RUNTIME_ID": "rt-x", "WORKER_RUNTIME_NAME": "X"})
+    config = RuntimeConfig.from_env({"WORKER_RUNTIME_ID": "rt-x", "WORKER_RUNTIME_NAME": "X"})
     assert (config.runtime_id, config.display_name) == ("rt-x", "X")
 
 
