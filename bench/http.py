@@ -35,12 +35,10 @@ import shutil  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
-import time  # noqa: E402
-from concurrent.futures import ProcessPoolExecutor  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-from bench.servers import ServerProcess  # noqa: E402
+from bench.servers import ServerProcess, python_load  # noqa: E402
 
 _WRK_RATE = re.compile(r"Requests/sec:\s+([0-9.]+)")
 
@@ -119,27 +117,8 @@ def run_wrk(port: int, path: str, token: str, seconds: float, connections: int) 
     return float(match.group(1))
 
 
-def _hammer(port: int, path: str, token: str, seconds: float) -> int:
-    # One keep-alive connection, as many requests as fit in ``seconds``.
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    headers = {"Authorization": f"Bearer {token}"}
-    count = 0
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        conn.request("GET", path, headers=headers)
-        response = conn.getresponse()
-        response.read()
-        if response.status != 200:
-            raise RuntimeError(f"the benchmark saw status {response.status}")
-        count += 1
-    conn.close()
-    return count
-
-
 def run_python(port: int, path: str, token: str, seconds: float, connections: int) -> float:
-    with ProcessPoolExecutor(max_workers=connections) as pool:
-        futures = [pool.submit(_hammer, port, path, token, seconds) for _ in range(connections)]
-        return sum(f.result() for f in futures) / seconds
+    return python_load(port, ("GET", path, None, 200), token, seconds, connections)
 
 
 def measure(args: argparse.Namespace) -> None:

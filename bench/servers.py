@@ -1,15 +1,18 @@
-"""A server child process for the benchmarks, on a kernel-chosen loopback port.
+"""Server child processes for the benchmarks, and a Python keep-alive load client.
 
-Its stderr goes to a log file (never a pipe that could fill up: the access log
-writes a line per request), and its port is read from the "Serving on" line
-that waitress writes there.
+A server's stderr goes to a log file (never a pipe that could fill up: the
+access log writes a line per request), and its port is read from the "Serving
+on" line that waitress writes there. ``python_load`` is the fallback load when
+``wrk`` is not installed.
 """
 
 from __future__ import annotations
 
+import http.client
 import re
 import subprocess
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 _SERVING = re.compile(r"Serving on http://127\.0\.0\.1:(\d+)")
@@ -59,3 +62,36 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
+
+
+def _hammer(
+    port: int, request: tuple[str, str, bytes | None, int], token: str, seconds: float
+) -> int:
+    # One keep-alive connection, as many requests as fit in ``seconds``.
+    method, path, body, expected = request
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    count, deadline = 0, time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        conn.request(method, path, body=body, headers=headers)
+        response = conn.getresponse()
+        response.read()
+        if response.status != expected:
+            raise RuntimeError(f"the benchmark saw status {response.status}")
+        count += 1
+    conn.close()
+    return count
+
+
+def python_load(
+    port: int,
+    request: tuple[str, str, bytes | None, int],
+    token: str,
+    seconds: float,
+    connections: int,
+) -> float:
+    """Requests/s of ``(method, path, body, expected status)`` from ``connections``
+    client processes (processes, so the client does not share the server's GIL)."""
+    with ProcessPoolExecutor(max_workers=connections) as pool:
+        futures = [pool.submit(_hammer, port, request, token, seconds) for _ in range(connections)]
+        return sum(f.result() for f in futures) / seconds

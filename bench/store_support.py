@@ -3,7 +3,6 @@ HTTP load, and fixtures written straight in the fs store's file format."""
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import re
@@ -14,14 +13,12 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from array import array
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bench.servers import ServerProcess
+from bench.servers import ServerProcess, python_load
 from tests.fs_support import NOW, worker_record
 from worker_runtime.domain import (
     Diagnostic,
@@ -200,27 +197,6 @@ def _wrk(port: int, token: str, seconds: float, connections: int, script: Path) 
     return float(match.group(1))
 
 
-def _hammer(port: int, token: str, seconds: float) -> int:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    count, deadline = 0, time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        conn.request("POST", "/v1/workers", body=b"{}", headers=headers)
-        response = conn.getresponse()
-        response.read()
-        if response.status != 201:
-            raise RuntimeError(f"the benchmark saw status {response.status}")
-        count += 1
-    conn.close()
-    return count
-
-
-def _python_load(port: int, token: str, seconds: float, connections: int) -> float:
-    with ProcessPoolExecutor(max_workers=connections) as pool:
-        futures = [pool.submit(_hammer, port, token, seconds) for _ in range(connections)]
-        return sum(f.result() for f in futures) / seconds
-
-
 def http_creates(
     seconds: float, rounds: int, connections: int, tmp: str | None
 ) -> tuple[list[float], list[float]]:
@@ -238,7 +214,8 @@ def http_creates(
         if shutil.which("wrk"):
             load = lambda port: _wrk(port, token, seconds, connections, script)  # noqa: E731
         else:
-            load = lambda port: _python_load(port, token, seconds, connections)  # noqa: E731
+            create = ("POST", "/v1/workers", b"{}", 201)
+            load = lambda port: python_load(port, create, token, seconds, connections)  # noqa: E731
         memory = waitress_server(base, Path(work, "memory.log"))
         fs_env = {**base, "WORKER_RUNTIME_STORE": "fs", "WORKER_RUNTIME_DATA_DIR": work}
         fs = waitress_server(fs_env, Path(work, "fs.log"))
