@@ -259,3 +259,24 @@ def test_checkpoints_during_work_keep_everything(
         after = _snapshot(rt)
         assert after["details"] == before["details"]
         assert after["transcripts"] == before["transcripts"]
+
+
+def test_diagnostics_page_from_the_store_also_after_a_restart(tmp_path: Path) -> None:
+    def pages(rt: Runtime) -> list[list[int]]:
+        out: list[list[int]] = []
+        after: int | None = 0
+        while after is not None:
+            page = rt.dispatch(c.GetDiagnostics(after=after, limit=2))
+            out.append([d.id for d in page.diagnostics])
+            after = page.next_after
+        return out
+
+    with open_runtime(tmp_path) as rt:
+        for name in ("a", "b", "c", "d", "e"):
+            rt.dispatch(c.CreateWorker(worker_id=name))
+        before = pages(rt)
+    with open_runtime(tmp_path) as rt:
+        after_restart = pages(rt)
+    ids = [i for page in before for i in page]
+    assert ids == sorted(ids) and len(ids) >= 5 and all(len(p) <= 2 for p in before)
+    assert [i for page in after_restart for i in page][: len(ids)] == ids

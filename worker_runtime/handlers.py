@@ -7,7 +7,6 @@ after the handler returns, so several commands can share one flush.
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import math
 from collections.abc import Callable, Mapping
@@ -358,10 +357,10 @@ def get_diagnostics(rt: Runtime, cmd: c.GetDiagnostics) -> r.DiagnosticList:
     if cmd.after < 0:
         raise InvalidRequest("after must be 0 or more", details={"field": "after"})
     with rt.locked():
-        stored = rt.store.read_diagnostics()
-        begin = bisect.bisect_right(stored, cmd.after, key=lambda d: d.id)
-        page = tuple(stored[begin : begin + limit])
-        more = begin + limit < len(stored)
+        # One more than asked tells whether another page follows.
+        found = rt.store.read_diagnostics(cmd.after, limit + 1)
+    page = tuple(found[:limit])
+    more = len(found) > limit
     return r.DiagnosticList(diagnostics=page, next_after=page[-1].id if more else None)
 
 

@@ -15,6 +15,7 @@ swallowed; after a failed ``sync`` the store refuses further writes.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -23,7 +24,16 @@ from typing import Any, ClassVar
 
 from ..domain import Diagnostic, Event, Run, RuntimeRecord, TranscriptEntry, WorkerRecord
 
-__all__ = ["IdempotencyRecord", "Store", "StoreState"]
+__all__ = ["IdempotencyRecord", "Store", "StoreState", "page_after"]
+
+
+def page_after(
+    diagnostics: Sequence[Diagnostic], after: int, limit: int | None
+) -> list[Diagnostic]:
+    """The slice of ``diagnostics`` (ids increasing) with ``id > after``: O(log n + limit)."""
+    begin = bisect.bisect_right(diagnostics, after, key=lambda d: d.id)
+    end = len(diagnostics) if limit is None else begin + limit
+    return list(diagnostics[begin:end])
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -102,8 +112,8 @@ class Store(ABC):
         """Append a diagnostic record."""
 
     @abstractmethod
-    def read_diagnostics(self) -> Sequence[Diagnostic]:
-        """All diagnostics, oldest first."""
+    def read_diagnostics(self, after: int = 0, limit: int | None = None) -> Sequence[Diagnostic]:
+        """Diagnostics with ``id > after``, oldest first, at most ``limit`` (all if None)."""
 
     @abstractmethod
     def get_idempotency(self, key: str) -> IdempotencyRecord | None:

@@ -36,7 +36,7 @@ from typing import Any
 
 from ..domain import Diagnostic, Event, Run, RuntimeRecord, TranscriptEntry, WorkerRecord
 from ..errors import ConfigError, RuntimeUnavailable
-from .base import IdempotencyRecord, Store, StoreState
+from .base import IdempotencyRecord, Store, StoreState, page_after
 from .commit import GroupCommit
 from .fs_files import RUNTIME, Layout, WorkerFiles, runtime_envelope, worker_envelope
 from .fs_flush import Batch, Flusher
@@ -217,11 +217,11 @@ class FsStore(Store):
         with self._mutex, self._reading():
             return self._events.read(max(cursor - self._events_base - 1, 0), limit)
 
-    def read_diagnostics(self) -> Sequence[Diagnostic]:
+    def read_diagnostics(self, after: int = 0, limit: int | None = None) -> Sequence[Diagnostic]:
         with self._mutex, self._reading():
             if self._diagnostic_cache is None:
                 self._diagnostic_cache = self._diagnostics.read_all()
-            return tuple(self._diagnostic_cache)
+            return page_after(self._diagnostic_cache, after, limit)
 
     def get_idempotency(self, key: str) -> IdempotencyRecord | None:
         with self._mutex:

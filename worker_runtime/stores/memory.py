@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..domain import Diagnostic, Event, Run, RuntimeRecord, TranscriptEntry, WorkerRecord
-from .base import IdempotencyRecord, Store, StoreState
+from .base import IdempotencyRecord, Store, StoreState, page_after
 
 __all__ = ["MemoryStore"]
 
@@ -68,8 +68,8 @@ class MemoryStore(Store):
     def append_diagnostic(self, diagnostic: Diagnostic) -> None:
         self._diagnostics.append(diagnostic)
 
-    def read_diagnostics(self) -> Sequence[Diagnostic]:
-        return tuple(self._diagnostics)
+    def read_diagnostics(self, after: int = 0, limit: int | None = None) -> Sequence[Diagnostic]:
+        return page_after(self._diagnostics, after, limit)
 
     def get_idempotency(self, key: str) -> IdempotencyRecord | None:
         return self._idempotency.get(key)
