@@ -1,0 +1,100 @@
+"""The HTTP API as data: one row per route, written once.
+
+The Falcon adapter mounts its resources and builds its OpenAPI document from
+this table, and the remote client (``worker_runtime.client``) sends commands
+by it, so the server and the client cannot disagree on a path, a verb, an
+envelope or a status. It is plain data: no HTTP library is imported here.
+
+A command's arguments come from three places: ``{name}`` segments of the path,
+the query string (``query``, each with how it is converted from text) and,
+for routes with ``body``, a JSON object holding the remaining arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from types import MappingProxyType
+
+__all__ = ["ROUTES", "ROUTES_BY_COMMAND", "QueryKind", "Route"]
+
+
+class QueryKind(Enum):
+    """How a query parameter's text becomes a command argument."""
+
+    INTEGER = "integer"
+    NUMBER = "number"
+    TEXT = "text"
+
+
+_NO_QUERY: Mapping[str, QueryKind] = MappingProxyType({})
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Route:
+    """One REST operation: the command it runs and how its answer is wrapped."""
+
+    command: str
+    """The command's wire name (its class name in ``commands``)."""
+    method: str
+    """``GET``, ``POST`` or ``DELETE``."""
+    path: str
+    """The path template; ``{worker_id}``-style segments are command arguments."""
+    operation_id: str
+    summary: str
+    envelope: str | None
+    """The key the result is wrapped in (``{"worker": ...}``), or None: the body is
+    the result itself."""
+    status: int = 200
+    query: Mapping[str, QueryKind] = field(default=_NO_QUERY)
+    body: bool = False
+    """True: the remaining arguments come as a JSON object body."""
+    body_required: bool = False
+    """With ``body``: whether an empty body is refused."""
+    idempotent_key: bool = False
+    """Whether the route accepts an ``Idempotency-Key`` header."""
+    long_poll: bool = False
+    """Whether the command may hold the request while it waits (``wait``)."""
+
+    @property
+    def path_params(self) -> tuple[str, ...]:
+        """The argument names taken from the path, in order."""
+        return tuple(part[1:-1] for part in self.path.split("/") if part.startswith("{"))
+
+
+_I, _N, _T = QueryKind.INTEGER, QueryKind.NUMBER, QueryKind.TEXT
+
+ROUTES: tuple[Route, ...] = (
+    Route(command="GetRuntime", method="GET", path="/v1/runtime", operation_id="getRuntime",
+          summary="Runtime summary", envelope="runtime"),
+    Route(command="ListWorkers", method="GET", path="/v1/workers", operation_id="listWorkers",
+          summary="Workers, in creation order", envelope=None,
+          query={"status": _T, "limit": _I, "after": _T}),
+    Route(command="CreateWorker", method="POST", path="/v1/workers",
+          operation_id="createWorker", summary="Create a worker", envelope="worker", status=201,
+          body=True, idempotent_key=True),
+    Route(command="GetWorker", method="GET", path="/v1/workers/{worker_id}",
+          operation_id="getWorker", summary="One worker", envelope="worker"),
+    Route(command="SendInput", method="POST", path="/v1/workers/{worker_id}/input",
+          operation_id="sendInput", summary="Send input; starts a run", envelope="ack",
+          status=202, body=True, body_required=True, idempotent_key=True),
+    Route(command="StopWorker", method="POST", path="/v1/workers/{worker_id}/stop",
+          operation_id="stopWorker", summary="Stop the worker for good", envelope="ack",
+          body=True, idempotent_key=True),
+    Route(command="CancelRun", method="POST", path="/v1/workers/{worker_id}/cancel",
+          operation_id="cancelRun", summary="Cancel the active run", envelope="ack",
+          body=True, idempotent_key=True),
+    Route(command="GetTranscript", method="GET", path="/v1/workers/{worker_id}/transcript",
+          operation_id="getTranscript", summary="A page of the transcript",
+          envelope="transcript", query={"start": _I, "limit": _I}),
+    Route(command="ReadEvents", method="GET", path="/v1/events", operation_id="readEvents",
+          summary="Events from a cursor; wait seconds to long-poll", envelope=None,
+          query={"cursor": _I, "limit": _I, "wait": _N}, long_poll=True),
+    Route(command="GetDiagnostics", method="GET", path="/v1/diagnostics",
+          operation_id="getDiagnostics", summary="Diagnostics", envelope=None,
+          query={"after": _I, "limit": _I}),
+)  # fmt: skip
+
+ROUTES_BY_COMMAND: Mapping[str, Route] = MappingProxyType({r.command: r for r in ROUTES})
+"""The route of each command, by the command's wire name."""
