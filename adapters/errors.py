@@ -32,7 +32,7 @@ RETRY_AFTER_S = "1"
 # Most specific first: the first class the error is an instance of wins.
 _STATUS_BY_CLASS: tuple[tuple[type[core.WorkerRuntimeError], int], ...] = (
     (core.InvalidRequest, 400),
-    (core.WorkerNotFound, 404),
+    (core.NotFound, 404),
     (core.Conflict, 409),
     (core.Unprocessable, 422),
     (core.RuntimeUnavailable, 503),

@@ -7,11 +7,15 @@ The hierarchy::
     │   ├── InvalidWorkerId                 invalid_worker_id
     │   ├── InvalidQuery                    invalid_query
     │   └── LimitTooLarge                   limit_too_large
-    ├── WorkerNotFound (LookupError)        worker_not_found
+    ├── NotFound (LookupError)              not_found
+    │   ├── WorkerNotFound                  worker_not_found
+    │   └── RunNotFound                     run_not_found
     ├── Conflict
     │   ├── WorkerExists                    worker_exists
     │   ├── WorkerBusy                      worker_busy
     │   ├── WorkerStopped                   worker_stopped
+    │   ├── WorkerNotStopped                worker_not_stopped
+    │   ├── CursorAhead                     cursor_ahead
     │   └── IdempotencyKeyReused            idempotency_key_reused
     ├── Unprocessable
     │   ├── UnknownProfile                  unknown_profile
@@ -35,13 +39,16 @@ from typing import Any, ClassVar
 __all__ = [
     "ConfigError",
     "Conflict",
+    "CursorAhead",
     "IdempotencyKeyReused",
     "InternalError",
     "InvalidQuery",
     "InvalidRequest",
     "InvalidWorkerId",
     "LimitTooLarge",
+    "NotFound",
     "OperationTimeout",
+    "RunNotFound",
     "RuntimeUnavailable",
     "StoreCorrupt",
     "UnknownProfile",
@@ -51,6 +58,7 @@ __all__ = [
     "WorkerBusy",
     "WorkerExists",
     "WorkerNotFound",
+    "WorkerNotStopped",
     "WorkerRuntimeError",
     "WorkerStopped",
 ]
@@ -94,8 +102,18 @@ class LimitTooLarge(InvalidRequest):
     code = "limit_too_large"
 
 
-class WorkerNotFound(WorkerRuntimeError, LookupError):
+class NotFound(WorkerRuntimeError, LookupError):
+    """The thing named does not exist (a worker, a run)."""
+
+    code = "not_found"
+
+
+class WorkerNotFound(NotFound):
     code = "worker_not_found"
+
+
+class RunNotFound(NotFound):
+    code = "run_not_found"
 
 
 class Conflict(WorkerRuntimeError):
@@ -112,6 +130,19 @@ class WorkerBusy(Conflict):
 
 class WorkerStopped(Conflict):
     code = "worker_stopped"
+
+
+class WorkerNotStopped(Conflict):
+    """Only a stopped worker can be deleted."""
+
+    code = "worker_not_stopped"
+
+
+class CursorAhead(Conflict):
+    """The event cursor is past the log's end (the log was reset, e.g. a memory
+    store restarted): ``details.next_event_id`` is where to resume."""
+
+    code = "cursor_ahead"
 
 
 class IdempotencyKeyReused(Conflict):
