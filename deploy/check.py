@@ -44,8 +44,7 @@ def check_kubernetes() -> bool:
         print("no Kubernetes manifests found")
         return False
     return run(
-        ["kubernetes-validate", "--strict", "--kubernetes-version", KUBERNETES_VERSION]
-        + manifests
+        ["kubernetes-validate", "--strict", "--kubernetes-version", KUBERNETES_VERSION, *manifests]
     )
 
 
