@@ -1,5 +1,5 @@
 """Test helpers: wait on the runtime's own event log (long-poll) instead of sleeping;
-run the README's examples and check what they print."""
+run the examples of the README and of ``docs/*.md`` and check what they print."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from worker_runtime import Runtime, commands
 from worker_runtime.domain import Event
 from worker_runtime.results import EventPage
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
 FENCE = re.compile(r"^```(\w+)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 
 TERMINAL_EVENTS = {
@@ -53,13 +54,15 @@ def wait_for_run_end(rt: Runtime, run_id: str, *, timeout: float = 10.0) -> Even
     )
 
 
-# -- README examples --------------------------------------------------------------------
+# -- README and docs examples -----------------------------------------------------------
 
 
-def section(name: str) -> str:
-    text = README.read_text("utf-8")
+def section(name: str, document: str = "README.md") -> str:
+    """The text between ``<!-- section:NAME -->`` markers of ``document`` (a path
+    from the repository root, e.g. ``docs/stores.md``)."""
+    text = (ROOT / document).read_text("utf-8")
     match = re.search(rf"<!-- section:{name} -->(.*?)<!-- /section:{name} -->", text, re.DOTALL)
-    assert match, f"README.md has no {name} section"
+    assert match, f"{document} has no {name} section"
     return match.group(1)
 
 
@@ -80,17 +83,21 @@ def matches(expected: str, actual: str) -> bool:
 
 
 def run_examples(
-    blocks: list[tuple[str, str | None]], name: str, namespace: dict[str, object]
+    blocks: list[tuple[str, str | None]],
+    name: str,
+    namespace: dict[str, object],
+    document: str = "README.md",
 ) -> None:
-    """Execute ``blocks`` (from :func:`examples` of section ``name``) in order in
-    ``namespace``; each one's stdout must match its expected output, if it has one."""
+    """Execute ``blocks`` (from :func:`examples` of section ``name`` of ``document``)
+    in order in ``namespace``; each one's stdout must match its expected output, if
+    it has one."""
     for number, (code, expected) in enumerate(blocks, 1):
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
-            exec(compile(code, f"README.md {name} block {number}", "exec"), namespace)
+            exec(compile(code, f"{document} {name} block {number}", "exec"), namespace)
         if expected is not None:
             assert matches(expected, out.getvalue()), (
-                f"block {number} printed:\n{out.getvalue()}\nthe README says:\n{expected}"
+                f"block {number} printed:\n{out.getvalue()}\n{document} says:\n{expected}"
             )
 
 

@@ -1,5 +1,6 @@
-"""The README's HTTP section: its curl walkthrough runs against a real server, and its
-tables name every variable and every error code."""
+"""The HTTP documentation: the README's curl walkthrough runs against a real server,
+``docs/http-api.md`` names every error code, ``docs/operations.md`` every variable,
+and every ``waitress-serve`` line anywhere passes enough threads."""
 
 from __future__ import annotations
 
@@ -14,18 +15,22 @@ import pytest
 from worker_runtime import RuntimeConfig
 from worker_runtime.config import ENV_PREFIX
 
+from .helpers import section
 from .http_helpers import SPEC_CODES
 from .server import TOKEN, Server, serve
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
 SH_BLOCK = re.compile(r"^```sh\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 
 
 def http_section() -> str:
-    text = README.read_text("utf-8")
-    match = re.search(r"<!-- section:http -->(.*?)<!-- /section:http -->", text, re.DOTALL)
-    assert match, "README.md has no http section"
-    return match.group(1)
+    return section("http", "docs/http-api.md")
+
+
+def every_document() -> str:
+    return "\n".join(
+        p.read_text("utf-8") for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    )
 
 
 def test_says_browsers_go_through_the_backend() -> None:
@@ -33,16 +38,23 @@ def test_says_browsers_go_through_the_backend() -> None:
 
 
 def test_waitress_command_passes_threads() -> None:
-    commands = [b for b in SH_BLOCK.findall(http_section()) if "waitress-serve" in b]
+    commands = [b for b in SH_BLOCK.findall(every_document()) if "waitress-serve" in b]
+    assert len(commands) >= 2, "the README and http-api.md both start waitress-serve"
     assert commands and all("--threads=16" in b for b in commands)
 
 
+def test_waitress_command_bounds_connections_and_bodies() -> None:
+    commands = [b for b in SH_BLOCK.findall(every_document()) if "waitress-serve" in b]
+    for flag in ("--connection-limit=", "--channel-timeout=", "--max-request-body-size="):
+        assert commands and all(flag in b for b in commands), flag
+
+
 def test_configuration_table_names_every_variable() -> None:
-    section = http_section()
+    section_text = section("configuration", "docs/operations.md")
     renamed = {"runtime_id": "ID", "display_name": "NAME", "profiles_path": "PROFILES"}
     core = {renamed.get(f.name, f.name.upper()) for f in dataclasses.fields(RuntimeConfig)}
     for suffix in core | {"TOKEN", "TOKEN_FILE", "MAX_BODY_BYTES"}:
-        assert f"`{ENV_PREFIX}{suffix}`" in section, suffix
+        assert f"`{ENV_PREFIX}{suffix}`" in section_text, suffix
 
 
 def test_error_table_names_every_code_with_its_status() -> None:
@@ -70,7 +82,7 @@ def wait_for_idle(server: Server, worker_id: str) -> None:
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_the_curl_walkthrough_runs(tmp_path: Path) -> None:
-    blocks = [b for b in SH_BLOCK.findall(http_section()) if "curl " in b]
+    blocks = [b for b in SH_BLOCK.findall(section("curl")) if "curl " in b]
     assert len(blocks) >= 4, "the walkthrough lost its examples"
     out = []
     with serve() as server:

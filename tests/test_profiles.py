@@ -221,7 +221,7 @@ def test_without_a_profiles_file_only_the_builtin_exists() -> None:
 
 
 def test_the_readme_examples_are_valid_profiles_files(tmp_path: Path) -> None:
-    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).parents[1] / "docs" / "engines.md").read_text(encoding="utf-8")
     section = readme[
         readme.index("<!-- section:engines -->") : readme.index("<!-- /section:engines -->")
     ]
