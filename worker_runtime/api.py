@@ -37,6 +37,7 @@ class RuntimeAPI(Protocol):
 
 if TYPE_CHECKING:  # mypy proves both implementations fit the protocol
     from .client import RemoteRuntime
+    from .runtime import Runtime
 
-    def _remote_fits(rt: RemoteRuntime) -> RuntimeAPI:
-        return rt
+    def _both_fit(local: Runtime, remote: RemoteRuntime) -> tuple[RuntimeAPI, RuntimeAPI]:
+        return local, remote
