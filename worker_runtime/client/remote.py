@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Self
 
 from ..commands import Command, R_co, ReadEvents
+from ..dispatcher import MAX_IDEMPOTENCY_KEY
 from ..domain import Event
 from ..errors import InvalidQuery, InvalidRequest
 from ..follow import follow_events
@@ -19,6 +20,16 @@ __all__ = ["RemoteRuntime"]
 WAIT_MARGIN_S = 10.0
 """Added to a long poll's ``wait`` for its socket timeout: the server answers at
 the deadline, so only a server that stopped answering reaches the margin."""
+
+
+def _check_key(key: str) -> None:
+    # As the dispatcher checks it, so a bad key fails alike on a read (which
+    # sends no key over HTTP) and before anything is sent.
+    if not (0 < len(key) <= MAX_IDEMPOTENCY_KEY) or not key.isascii() or not key.isprintable():
+        raise InvalidRequest(
+            f"an idempotency key is 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters",
+            details={"field": "idempotency_key"},
+        )
 
 
 class RemoteRuntime:
@@ -70,6 +81,8 @@ class RemoteRuntime:
         extra_query: Mapping[str, str] | None = None,
     ) -> R_co:
         request = build_request(command, extra_query)
+        if idempotency_key is not None:
+            _check_key(idempotency_key)
         headers = {}
         if request.method == "POST":
             headers["Idempotency-Key"] = idempotency_key or f"rr-{uuid.uuid4().hex}"
