@@ -13,7 +13,7 @@ Standard library only (``http.client``)::
 
 from __future__ import annotations
 
-from .codec import InvalidResponse, RuntimeUnreachable
+from .codec import ClientClosed, InvalidResponse, RuntimeUnreachable
 from .remote import RemoteRuntime
 
-__all__ = ["InvalidResponse", "RemoteRuntime", "RuntimeUnreachable"]
+__all__ = ["ClientClosed", "InvalidResponse", "RemoteRuntime", "RuntimeUnreachable"]

@@ -25,6 +25,7 @@ from ..routes import ROUTES_BY_COMMAND, QueryKind, Route
 from ..wire import from_json, to_json
 
 __all__ = [
+    "ClientClosed",
     "InvalidResponse",
     "Request",
     "RuntimeUnreachable",
@@ -44,6 +45,12 @@ class RuntimeUnreachable(errors.RuntimeUnavailable):
     so code that retries an unavailable runtime retries this too."""
 
     code = "runtime_unreachable"
+
+
+class ClientClosed(errors.WorkerRuntimeError):
+    """The client was closed: it sends nothing more (and ``follow`` ends)."""
+
+    code = "client_closed"
 
 
 class InvalidResponse(errors.WorkerRuntimeError):

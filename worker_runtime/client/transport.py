@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError, OperationTimeout
-from .codec import RuntimeUnreachable
+from .codec import ClientClosed, RuntimeUnreachable
 
 __all__ = ["Answer", "Transport", "retry_after"]
 
@@ -163,7 +163,7 @@ class Transport:
     def _take(self, timeout: float) -> tuple[http.client.HTTPConnection, bool]:
         with self._lock:
             if self._closed:
-                raise RuntimeUnreachable("the client is closed", details={"url": self.base_url})
+                raise ClientClosed("the client is closed", details={"url": self.base_url})
             conn = self._idle.pop() if self._idle else None
         if conn is None:
             return self._connect(timeout), False
