@@ -21,8 +21,8 @@ from typing import Any, TextIO
 from worker_runtime import commands as c
 from worker_runtime.client import RemoteRuntime, RuntimeUnreachable
 from worker_runtime.domain import Event, ProfileSelector, WorkerStatus
-from worker_runtime.results import WorkerSummary
 from worker_runtime.errors import ConfigError, OperationTimeout, WorkerRuntimeError
+from worker_runtime.results import WorkerSummary
 from worker_runtime.wire import to_json
 
 from .settings import read_token_file, token_from_env
