@@ -3,8 +3,10 @@ sub-command, in tables and with ``--json``, and the exit codes."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from adapters.cli import main
+from adapters.cli import build_parser, main
 from worker_runtime import commands as c
 from worker_runtime.client import RemoteRuntime
 
 from .client_support import Proxy
+from .helpers import examples, run_examples
 from .server import TOKEN, Server, serve
 
 pytestmark = pytest.mark.timeout(120)
@@ -230,3 +233,23 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str]
     with pytest.raises(SystemExit) as exited:
         main(argv)
     assert exited.value.code == 2
+
+
+def test_docs_python_example_runs_against_a_real_server(server: Server) -> None:
+    """docs/cli.md's Python example (the README's remote twin) prints what it says."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "cli.md").read_text("utf-8")
+    match = re.search(r"<!-- section:remote -->(.*?)<!-- /section:remote -->", text, re.DOTALL)
+    assert match
+    blocks = examples(match.group(1))
+    assert len(blocks) == 1 and blocks[0][1] is not None
+    run_examples(blocks, "remote", {"url": server.base_url, "token": TOKEN})
+
+
+def test_docs_cover_every_client_command() -> None:
+    text = (Path(__file__).resolve().parent.parent / "docs" / "cli.md").read_text("utf-8")
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name in sub.choices:
+        if name != "serve":
+            assert f"### `{name}" in text, name
+            assert f"$ worker-runtime {name}" in text, name

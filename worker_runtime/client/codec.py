@@ -22,7 +22,8 @@ from ..commands import Command
 from ..domain import ID_PATTERN
 from ..results import Result
 from ..routes import ROUTES_BY_COMMAND, QueryKind, Route
-from ..wire import from_json, to_json
+from ..wire import to_json
+from .decode import converter
 
 __all__ = [
     "ClientClosed",
@@ -148,7 +149,7 @@ def decode_result(command: Command[Any], route: Route, body: bytes) -> Any:
     if not isinstance(data, dict):
         raise InvalidResponse("the answer is not a JSON object")
     try:
-        return from_json(result_type(type(command)), data)
+        return converter(result_type(type(command)))(data)
     except (KeyError, TypeError, ValueError) as exc:
         raise InvalidResponse(f"the answer does not fit {type(command).__name__}: {exc}") from None
 
