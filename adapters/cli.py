@@ -22,6 +22,7 @@ from worker_runtime import Runtime, RuntimeConfig
 from worker_runtime.errors import ConfigError, WorkerRuntimeError
 
 from .app import create_app, settle_token
+from .remote_cli import add_client_commands, run_client
 from .settings import (
     HttpSettings,
     Token,
@@ -42,7 +43,7 @@ log = logging.getLogger("adapters.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``worker-runtime`` argument parser (one sub-command: ``serve``)."""
+    """The ``worker-runtime`` argument parser: ``serve``, and the client commands."""
     parser = argparse.ArgumentParser(prog="worker-runtime", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve the HTTP API on waitress")
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_THREADS,
         help="server threads (%(default)s)",
     )
+    add_client_commands(commands)
     return parser
 
 
@@ -165,6 +167,8 @@ def serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``worker-runtime`` console script."""
     args = build_parser().parse_args(argv)
+    if getattr(args, "client_runner", None) is not None:
+        return run_client(args, os.environ)
     logging.basicConfig(
         level=logging.INFO,
         stream=sys.stderr,

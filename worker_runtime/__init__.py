@@ -14,7 +14,8 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from . import commands, errors, results
+from .api import RuntimeAPI
 from .config import RuntimeConfig
 from .runtime import Runtime
 
-__all__ = ["Runtime", "RuntimeConfig", "__version__", "commands", "errors", "results"]
+__all__ = ["Runtime", "RuntimeAPI", "RuntimeConfig", "__version__", "commands", "errors", "results"]

@@ -47,7 +47,7 @@ class Route:
     """The key the result is wrapped in (``{"worker": ...}``), or None: the body is
     the result itself."""
     status: int = 200
-    query: Mapping[str, QueryKind] = field(default=_NO_QUERY)
+    query: Mapping[str, QueryKind] = field(default_factory=lambda: _NO_QUERY)
     body: bool = False
     """True: the remaining arguments come as a JSON object body."""
     body_required: bool = False

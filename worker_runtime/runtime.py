@@ -30,6 +30,7 @@ from .domain import (
     WorkerStatus,
 )
 from .errors import OperationTimeout, RuntimeUnavailable, WorkerNotFound
+from .follow import follow_events
 from .profiles import Profile, ProfileRegistry
 from .profiles_file import load_profiles
 from .runs import RunManager, finish_run
@@ -111,6 +112,10 @@ class Runtime:
         """Decode and validate ``{"command": NAME, "args": {...}}``, run it, and
         return the result's JSON form (for transports such as the HTTP adapter)."""
         return self._dispatcher.dispatch_json(wire, idempotency_key=idempotency_key)
+
+    def follow(self, worker_id: str | None = None, cursor: int | None = None) -> Iterator[Event]:
+        """Yield events from ``cursor`` (else from now on) as they arrive; see ``follow_events``."""
+        return follow_events(self.dispatch, worker_id=worker_id, cursor=cursor, reconnect=False)
 
     @property
     def display_name(self) -> str | None:

@@ -1,0 +1,79 @@
+"""``follow`` across a server restart (fs store): the client reconnects and
+yields every event once, in order, none lost and none repeated."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from worker_runtime import commands as c
+from worker_runtime.client import RemoteRuntime
+from worker_runtime.domain import Event
+
+from .client_support import Proxy
+from .helpers import TERMINAL_EVENTS
+from .server import TOKEN, start, stop
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def next_end(events: queue.Queue[Event], run_id: str, seen: list[Event]) -> Event:
+    """Collect followed events into ``seen`` until ``run_id`` ends."""
+    deadline = time.monotonic() + 30
+    while True:
+        event = events.get(timeout=max(0.1, deadline - time.monotonic()))
+        seen.append(event)
+        if event.run_id == run_id and event.type in TERMINAL_EVENTS:
+            return event
+
+
+def test_follow_survives_a_restart_without_losing_or_repeating_events(tmp_path: Path) -> None:
+    env = {
+        "WORKER_RUNTIME_STORE": "fs",
+        "WORKER_RUNTIME_DATA_DIR": str(tmp_path),
+        "WORKER_RUNTIME_ID": "rt-follow",
+    }
+    server = start(env)
+    proxy = Proxy(server.port)  # a stable address across the restart
+    events: queue.Queue[Event] = queue.Queue()
+    done = threading.Event()
+    rt = RemoteRuntime(proxy.url, token=TOKEN, retries=2)
+
+    def follower() -> None:
+        for event in rt.follow(cursor=1):
+            events.put(event)
+            if done.is_set():
+                return
+
+    thread = threading.Thread(target=follower, daemon=True)
+    try:
+        thread.start()
+        rt.dispatch(c.CreateWorker(worker_id="w"))
+        seen: list[Event] = []
+        ack = rt.dispatch(c.SendInput(worker_id="w", content="before"))
+        assert next_end(events, ack.run_id, seen).type == "run_completed"
+
+        stop(server)  # the follower's long poll is cut; it backs off and retries
+        server = start(env)
+        proxy.upstream = server.port
+
+        ack = rt.dispatch(c.SendInput(worker_id="w", content="after"))
+        assert next_end(events, ack.run_id, seen).type == "run_completed"
+        ids = [e.event_id for e in seen]
+        assert ids == list(range(1, ids[-1] + 1)), "an event was lost or repeated"
+        assert [e.type for e in seen].count("runtime_started") == 2
+        logged = rt.dispatch(c.ReadEvents(cursor=1, limit=1000)).events
+        assert [e.event_id for e in logged] == ids
+        done.set()
+        rt.dispatch(c.CreateWorker(worker_id="wake"))  # one more event ends the follower
+        thread.join(30)
+        assert not thread.is_alive()
+    finally:
+        done.set()
+        rt.close()
+        proxy.close()
+        stop(server)
