@@ -235,9 +235,11 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str]
     assert exited.value.code == 2
 
 
-def test_docs_python_example_runs_against_a_real_server(server: Server) -> None:
-    """docs/cli.md's Python example (the README's remote twin) prints what it says."""
-    text = (Path(__file__).resolve().parent.parent / "docs" / "cli.md").read_text("utf-8")
+@pytest.mark.parametrize("document", ["docs/cli.md", "README.md"])
+def test_docs_python_example_runs_against_a_real_server(server: Server, document: str) -> None:
+    """The remote example (docs/cli.md's, and the README's twin of its in-process
+    example) prints what it says against a real server."""
+    text = (Path(__file__).resolve().parent.parent / document).read_text("utf-8")
     match = re.search(r"<!-- section:remote -->(.*?)<!-- /section:remote -->", text, re.DOTALL)
     assert match
     blocks = examples(match.group(1))
