@@ -17,14 +17,17 @@ from pathlib import Path
 from typing import TextIO
 
 import falcon
+from falcon.routing import CompiledRouter
 
 from worker_runtime import Runtime, RuntimeConfig
 from worker_runtime.errors import ConfigError, WorkerRuntimeError
 
 from . import resources as r
 from .errors import register_error_handlers
+from .metrics import Metrics, MetricsResource
 from .middleware import Guard, RequestLog
 from .openapi import build_openapi
+from .probes import ReadyResource
 from .settings import (
     HttpSettings,
     Token,
@@ -61,14 +64,25 @@ _COMMAND_ROUTES: tuple[tuple[str, type[r.CommandResource]], ...] = (
 def create_app(runtime: Runtime, *, token: str, settings: HttpSettings | None = None) -> WsgiApp:
     """The WSGI app serving ``runtime`` to callers presenting ``token``."""
     settings = settings or HttpSettings()
+    # ops: the router is ours so the access log and metrics can name the route
+    # of a request refused before routing.
+    router, metrics = CompiledRouter(), Metrics(runtime)
     app: WsgiApp = falcon.App(
-        middleware=[RequestLog(), Guard(token, settings.max_body_bytes)], cors_enable=False
+        middleware=[
+            RequestLog(metrics.observe_request, router),
+            Guard(token, settings.max_body_bytes),
+        ],
+        router=router,
+        cors_enable=False,
     )
     register_error_handlers(app)
     for path, resource in _COMMAND_ROUTES:
         app.add_route(path, resource(runtime, max_body_bytes=settings.max_body_bytes))
     app.add_route("/v1/openapi.json", r.OpenApiResource(build_openapi(runtime.config)))
     app.add_route("/healthz", r.HealthResource())
+    # ops: readiness and metrics (adapters/probes.py, adapters/metrics.py).
+    app.add_route("/readyz", ReadyResource(runtime))
+    app.add_route("/metrics", MetricsResource(metrics))
     return app
 
 
