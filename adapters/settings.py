@@ -38,6 +38,8 @@ LOG_FORMAT_VAR = "WORKER_RUNTIME_LOG_FORMAT"
 CONNECTION_LIMIT_VAR = "WORKER_RUNTIME_CONNECTION_LIMIT"
 CHANNEL_TIMEOUT_VAR = "WORKER_RUNTIME_CHANNEL_TIMEOUT_S"
 LOG_FORMATS = ("text", "json")
+DEFAULT_CONNECTION_LIMIT = 500
+DEFAULT_CHANNEL_TIMEOUT_S = 30
 # waitress's own body limit sits this far above the app's, so that a body whose
 # Content-Length is too large reaches the app and gets its JSON 413.
 WAITRESS_BODY_HEADROOM = 1024 * 1024
@@ -102,9 +104,9 @@ class ServeSettings:
     fill every slot for two minutes, and spool a 1 GB body to disk.
     """
 
-    connection_limit: int = 500
+    connection_limit: int = DEFAULT_CONNECTION_LIMIT
     """Connections open at once; past it waitress stops accepting."""
-    channel_timeout_s: int = 30
+    channel_timeout_s: int = DEFAULT_CHANNEL_TIMEOUT_S
     """An idle connection (no request running, including one stuck mid-headers) is
     closed after this; a long-poll in progress is a running request, never idle."""
 
