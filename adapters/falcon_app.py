@@ -7,7 +7,8 @@ serves the runtime the ``WORKER_RUNTIME_*`` environment describes (by default
 the embedded one: memory store, echo engine), with the limits
 ``worker-runtime serve`` sets by default. Under waitress-serve the app reads
 waitress's command line: a generated token is refused off loopback, and
-SIGTERM/SIGINT close the runtime before waitress stops (SPEC section 9). ``create_app(runtime, token=...)``
+SIGTERM/SIGINT close the runtime before waitress stops (SPEC section 9).
+``create_app(runtime, token=...)``
 builds the same app around a runtime you own.
 
 This API is for a trusted Backend. **Browsers must go through the Backend**:
