@@ -12,25 +12,33 @@ import logging
 import os
 import secrets
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
 import falcon
+from falcon.routing import CompiledRouter
 
 from worker_runtime import Runtime, RuntimeConfig
 from worker_runtime.errors import ConfigError, WorkerRuntimeError
 
 from . import resources as r
 from .errors import register_error_handlers
+from .exposure import WAITRESS_LIMIT_FLAGS, check_hosts, waitress_command
+from .logs import start_logging
+from .metrics import Metrics, MetricsResource
 from .middleware import Guard, RequestLog
 from .openapi import build_openapi
+from .probes import ReadyResource
 from .settings import (
     HttpSettings,
+    LogSettings,
     Token,
     generate_token,
     token_from_env,
+    unknown_variables,
 )
+from .signals import GracefulStop
 
 __all__ = [
     "TOKEN_FILE_NAME",
@@ -42,6 +50,8 @@ __all__ = [
 ]
 
 TOKEN_FILE_NAME = "http-token"
+
+log = logging.getLogger("adapters.app")
 
 WsgiApp = falcon.App[falcon.Request, falcon.Response]
 
@@ -61,14 +71,25 @@ _COMMAND_ROUTES: tuple[tuple[str, type[r.CommandResource]], ...] = (
 def create_app(runtime: Runtime, *, token: str, settings: HttpSettings | None = None) -> WsgiApp:
     """The WSGI app serving ``runtime`` to callers presenting ``token``."""
     settings = settings or HttpSettings()
+    # ops: the router is ours so the access log and metrics can name the route
+    # of a request refused before routing.
+    router, metrics = CompiledRouter(), Metrics(runtime)
     app: WsgiApp = falcon.App(
-        middleware=[RequestLog(), Guard(token, settings.max_body_bytes)], cors_enable=False
+        middleware=[
+            RequestLog(metrics.observe_request, router),
+            Guard(token, settings.max_body_bytes),
+        ],
+        router=router,
+        cors_enable=False,
     )
     register_error_handlers(app)
     for path, resource in _COMMAND_ROUTES:
         app.add_route(path, resource(runtime, max_body_bytes=settings.max_body_bytes))
     app.add_route("/v1/openapi.json", r.OpenApiResource(build_openapi(runtime.config)))
     app.add_route("/healthz", r.HealthResource())
+    # ops: readiness and metrics (adapters/probes.py, adapters/metrics.py).
+    app.add_route("/readyz", ReadyResource(runtime))
+    app.add_route("/metrics", MetricsResource(metrics))
     return app
 
 
@@ -115,6 +136,10 @@ def app_from_env(environ: Mapping[str, str]) -> WsgiApp:
     Raises ``ConfigError`` naming the variable for bad values (checked before
     the runtime is opened), or the runtime's own start-up errors.
     """
+    return _open_from_env(environ)[1]
+
+
+def _open_from_env(environ: Mapping[str, str]) -> tuple[Runtime, WsgiApp]:
     config = RuntimeConfig.from_env(environ)
     settings = HttpSettings.from_env(environ)
     token = token_from_env(environ)
@@ -125,19 +150,41 @@ def app_from_env(environ: Mapping[str, str]) -> WsgiApp:
     except BaseException:
         runtime.close()
         raise
-    # A clean interpreter exit (Ctrl-C under waitress-serve) closes the runtime.
+    # A clean interpreter exit closes the runtime (registered after the log
+    # pipeline, so it runs first and its last lines are still written).
     atexit.register(runtime.close)
-    return app
+    return runtime, app
 
 
-def app_or_exit(environ: Mapping[str, str]) -> WsgiApp:
-    """``app_from_env`` for ``waitress-serve``: a start-up error exits with one line
-    naming the fault instead of a traceback; access lines are logged at INFO
-    (as waitress does for its own logger) unless logging says otherwise."""
-    access = logging.getLogger("adapters")
-    if access.level == logging.NOTSET:
-        access.setLevel(logging.INFO)
+def app_or_exit(environ: Mapping[str, str], argv: Sequence[str] | None = None) -> WsgiApp:
+    """``app_from_env`` for ``waitress-serve`` (the module-level ``app``).
+
+    A start-up error exits with one line naming the fault instead of a
+    traceback. Logging is set up from the environment unless the host process
+    already configured it; unknown ``WORKER_RUNTIME_*`` variables are warned
+    about. When ``argv`` (default ``sys.argv``) is waitress-serve's, its listen
+    addresses get the same loopback rule as ``worker-runtime serve``, and SIGTERM
+    and SIGINT close the runtime before waitress stops (``adapters.signals``).
+    """
     try:
-        return app_from_env(environ)
+        if not logging.getLogger().handlers:
+            start_logging(LogSettings.from_env(environ))
+        for warning in unknown_variables(environ):
+            log.warning(warning)
+        waitress = waitress_command(sys.argv if argv is None else argv)
+        if waitress is not None:
+            hosts, flags = waitress
+            check_hosts(hosts, token_from_env(environ), "waitress-serve --listen")
+            missing = [f for f in WAITRESS_LIMIT_FLAGS if f not in flags]
+            if missing:
+                log.warning(
+                    "waitress-serve without %s: waitress's defaults let idle connections "
+                    "fill every slot and accept 1 GB bodies (see the README)",
+                    ", ".join("--" + f.replace("_", "-") for f in missing),
+                )
+        runtime, app = _open_from_env(environ)
     except WorkerRuntimeError as exc:
         raise SystemExit(f"worker-runtime: {exc.message}") from None
+    if waitress is not None:
+        GracefulStop(runtime).install()
+    return app

@@ -2,42 +2,47 @@
 
 Flags override the ``WORKER_RUNTIME_*`` environment. A start-up fault (bad
 variable, bad flag, locked data directory) exits with status 2 and one line
-naming it. SIGTERM and SIGINT stop serving and close the runtime.
+naming it. SIGTERM and SIGINT close the runtime (``adapters.signals``), then
+stop serving. ``worker-runtime --version`` prints the version.
 """
 
 from __future__ import annotations
 
 import argparse
-import ipaddress
+import dataclasses
 import logging
 import os
-import signal
 import sys
 from collections.abc import Mapping, Sequence
-from types import FrameType
 
 import waitress
 
-from worker_runtime import Runtime, RuntimeConfig
+from worker_runtime import Runtime, RuntimeConfig, __version__
 from worker_runtime.errors import ConfigError, WorkerRuntimeError
 
 from .app import create_app, settle_token
+from .exposure import check_hosts, is_loopback
+from .logs import start_logging
 from .remote_cli import add_client_commands, run_client
 from .settings import (
+    DEFAULT_CHANNEL_TIMEOUT_S,
+    DEFAULT_CONNECTION_LIMIT,
+    LOG_FORMATS,
     HttpSettings,
+    LogSettings,
+    ServeSettings,
     Token,
     read_token_file,
     token_from_env,
+    unknown_variables,
 )
+from .signals import GracefulStop
 
 __all__ = ["build_parser", "check_exposure", "is_loopback", "main", "parse_listen", "serve"]
 
 DEFAULT_LISTEN = "127.0.0.1:8780"
 # waitress's default of 4 threads is soon held by long-polls (``wait``).
 DEFAULT_THREADS = 16
-# waitress's own body limit is only a backstop: the app answers 413 as JSON
-# for anything its Content-Length shows to be too large.
-_WAITRESS_BODY_HEADROOM = 1024 * 1024
 
 log = logging.getLogger("adapters.cli")
 
@@ -45,6 +50,7 @@ log = logging.getLogger("adapters.cli")
 def build_parser() -> argparse.ArgumentParser:
     """The ``worker-runtime`` argument parser: ``serve``, and the client commands."""
     parser = argparse.ArgumentParser(prog="worker-runtime", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"worker-runtime {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve the HTTP API on waitress")
     serve.add_argument("--listen", default=DEFAULT_LISTEN, help="HOST:PORT (default %(default)s)")
@@ -60,6 +66,24 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=DEFAULT_THREADS,
         help="server threads (%(default)s)",
+    )
+    serve.add_argument(
+        "--log-level", type=str.upper, help="DEBUG, INFO, ... (WORKER_RUNTIME_LOG_LEVEL; INFO)"
+    )
+    serve.add_argument(
+        "--log-format", choices=LOG_FORMATS, help="text or json (WORKER_RUNTIME_LOG_FORMAT; text)"
+    )
+    serve.add_argument(
+        "--connection-limit",
+        type=_positive_int,
+        help=f"open connections at most (WORKER_RUNTIME_CONNECTION_LIMIT; "
+        f"{DEFAULT_CONNECTION_LIMIT})",
+    )
+    serve.add_argument(
+        "--channel-timeout",
+        type=_positive_int,
+        help=f"seconds before an idle connection is closed (WORKER_RUNTIME_CHANNEL_TIMEOUT_S; "
+        f"{DEFAULT_CHANNEL_TIMEOUT_S})",
     )
     add_client_commands(commands)
     return parser
@@ -83,29 +107,15 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host.removeprefix("[").removesuffix("]"), int(port)
 
 
-def is_loopback(host: str) -> bool:
-    """True only for addresses that cannot be reached from another machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def check_exposure(listen: str, token: Token | None) -> None:
     """Refuse a non-loopback address unless the operator configured a token."""
     host, _port = parse_listen(listen)
-    if not is_loopback(host) and (token is None or not token.explicit):
-        raise ConfigError(
-            f"--listen={listen!r} is not a loopback address: configure a token "
-            "(WORKER_RUNTIME_TOKEN, WORKER_RUNTIME_TOKEN_FILE or --token-file) to serve it"
-        )
+    check_hosts([host], token, f"--listen={listen!r}")
 
 
 def _open(
     args: argparse.Namespace, environ: Mapping[str, str]
-) -> tuple[Runtime, HttpSettings, Token | None]:
+) -> tuple[Runtime, HttpSettings, ServeSettings, Token | None]:
     overrides = {
         "runtime_id": args.runtime_id,
         "store": args.store,
@@ -116,24 +126,26 @@ def _open(
         **{k: v for k, v in overrides.items() if v is not None}
     )
     settings = HttpSettings.from_env(environ)
+    limits = {
+        "connection_limit": getattr(args, "connection_limit", None),
+        "channel_timeout_s": getattr(args, "channel_timeout", None),
+    }
+    serving = dataclasses.replace(
+        ServeSettings.from_env(environ), **{k: v for k, v in limits.items() if v is not None}
+    )
     token: Token | None = (
         read_token_file(args.token_file, "--token-file")
         if args.token_file
         else token_from_env(environ)
     )
     check_exposure(args.listen, token)
-    return Runtime.open(config), settings, token
-
-
-def _stop_on_signal(signum: int, frame: FrameType | None) -> None:
-    # waitress's loop catches SystemExit, stops its threads and returns to ``serve``.
-    raise SystemExit(0)
+    return Runtime.open(config), settings, serving, token
 
 
 def serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     """Run the server until SIGTERM/SIGINT; 2 on a start-up fault."""
     try:
-        runtime, settings, token = _open(args, environ)
+        runtime, settings, serving, token = _open(args, environ)
     except WorkerRuntimeError as exc:
         print(f"worker-runtime: {exc.message}", file=sys.stderr)
         return 2
@@ -143,14 +155,16 @@ def serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     try:
         token = settle_token(runtime, token)
         app = create_app(runtime, token=token.value, settings=settings)
-        signal.signal(signal.SIGTERM, _stop_on_signal)
-        signal.signal(signal.SIGINT, _stop_on_signal)
+        GracefulStop(runtime).install()
+        limits = serving.waitress_kwargs(settings)
         waitress.serve(
             app,
             listen=args.listen,
             threads=args.threads,
-            max_request_body_size=settings.max_body_bytes + _WAITRESS_BODY_HEADROOM,
             ident="worker-runtime",
+            connection_limit=limits["connection_limit"],
+            channel_timeout=limits["channel_timeout"],
+            max_request_body_size=limits["max_request_body_size"],
         )
     except WorkerRuntimeError as exc:
         print(f"worker-runtime: {exc.message}", file=sys.stderr)
@@ -169,12 +183,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "client_runner", None) is not None:
         return run_client(args, os.environ)
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    return serve(args, os.environ)
+    try:
+        logs = dataclasses.replace(
+            LogSettings.from_env(os.environ),
+            **{k: v for k, v in (("level", args.log_level), ("format", args.log_format)) if v},
+        )
+    except ConfigError as exc:
+        print(f"worker-runtime: {exc.message}", file=sys.stderr)
+        return 2
+    pipeline = start_logging(logs)
+    try:
+        for warning in unknown_variables(os.environ):
+            log.warning(warning)
+        return serve(args, os.environ)
+    finally:
+        pipeline.stop()  # every queued line written before the process exits
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@ Order matters and is fixed in ``create_app``: :class:`RequestLog` runs first
 so that even a refused request gets an ``X-Request-Id`` and an access line;
 then :class:`Guard` refuses browsers (any ``Origin`` header, before auth: a
 browser is refused whatever it presents, and learns nothing about the token),
-then checks the bearer token on every route but ``/healthz``, then refuses an
-oversize body by its ``Content-Length`` before anything reads it.
+then checks the bearer token on every route but ``/healthz`` and ``/readyz``,
+then refuses an oversize body by its ``Content-Length`` before anything reads it.
 """
 
 from __future__ import annotations
@@ -16,9 +16,11 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 import falcon
+from falcon.routing import CompiledRouter
 
 from .errors import ApiError
 
@@ -26,22 +28,37 @@ __all__ = ["OPEN_PATHS", "Guard", "RequestLog"]
 
 access_log = logging.getLogger("adapters.access")
 
-OPEN_PATHS = frozenset({"/healthz"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _ACCESS_FORMAT = "%s %s %d %.1fms %s"
 _UNAUTHORIZED_HEADERS = {"WWW-Authenticate": "Bearer"}
 
 
-class RequestLog:
-    """Give every request an id (a sane incoming ``X-Request-Id`` is kept) and log
-    one access line per request: method, path, status, duration, request id.
-    Never the query string, headers or bodies, so never the token."""
+RequestObserver = Callable[[str | None, str, int, float], None]
+"""``(route template or None, method, status, seconds)`` for every answered request."""
 
-    def __init__(self) -> None:
+
+class RequestLog:
+    """Give every request an id (a sane incoming ``X-Request-Id`` is kept), report
+    it to ``observe`` (the metrics) and log one access line per request: method,
+    path, status, duration, request id; the record also carries them as
+    attributes (``method``, ``route``, ``status``, ``duration_ms``,
+    ``request_id``) for the JSON format. Never the query string, headers or
+    bodies, so never the token.
+
+    ``router`` (the app's) names the route template of a request refused before
+    routing (a 401 or 403), so metrics never see a raw path.
+    """
+
+    def __init__(
+        self, observe: RequestObserver | None = None, router: CompiledRouter | None = None
+    ) -> None:
         # A random prefix per app and a counter: unique, and cheaper than
         # drawing random bytes on every request.
         self._prefix = secrets.token_hex(4)
         self._counter = itertools.count(1)
+        self._observe = observe
+        self._router = router
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         incoming = req.get_header("X-Request-Id")
@@ -56,22 +73,40 @@ class RequestLog:
     def process_response(
         self, req: falcon.Request, resp: falcon.Response, resource: object, req_succeeded: bool
     ) -> None:
+        elapsed = time.perf_counter() - req.context.started
+        if self._observe is not None:
+            self._observe(self._route(req), req.method, resp.status_code, elapsed)
         if not access_log.isEnabledFor(logging.INFO):
             return
-        elapsed_ms = (time.perf_counter() - req.context.started) * 1000
-        args = (
-            _printable(req.method),
-            _printable(req.path),
-            resp.status_code,
-            elapsed_ms,
-            req.context.request_id,
-        )
+        elapsed_ms = round(elapsed * 1000, 1)
+        method = _printable(req.method, 16)
+        args = (method, _printable(req.path), resp.status_code, elapsed_ms, req.context.request_id)
         # makeRecord + handle is what Logger.info does, minus the stack walk
         # that finds the caller: the same record and handlers, on every request.
         record = access_log.makeRecord(
-            access_log.name, logging.INFO, __file__, 0, _ACCESS_FORMAT, args, None
+            access_log.name,
+            logging.INFO,
+            __file__,
+            0,
+            _ACCESS_FORMAT,
+            args,
+            None,
+            extra={
+                "method": method,
+                "route": self._route(req),
+                "status": resp.status_code,
+                "duration_ms": elapsed_ms,
+                "request_id": req.context.request_id,
+            },
         )
         access_log.handle(record)
+
+    def _route(self, req: falcon.Request) -> str | None:
+        template = req.uri_template
+        if template is None and self._router is not None:
+            found = self._router.find(req.path)
+            template = found[3] if found else None
+        return template
 
 
 def _printable(text: str, limit: int = 200) -> str:

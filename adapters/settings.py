@@ -6,25 +6,53 @@ here, shown and stored by the caller (``adapters.app``).
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import logging
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from worker_runtime.config import ENV_PREFIX, RuntimeConfig, env_variable
 from worker_runtime.errors import ConfigError
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "HttpSettings",
+    "LogSettings",
+    "ServeSettings",
     "Token",
     "generate_token",
+    "known_variables",
     "read_token_file",
     "token_from_env",
+    "unknown_variables",
 ]
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 TOKEN_VAR = "WORKER_RUNTIME_TOKEN"
 TOKEN_FILE_VAR = "WORKER_RUNTIME_TOKEN_FILE"
 MAX_BODY_VAR = "WORKER_RUNTIME_MAX_BODY_BYTES"
+LOG_LEVEL_VAR = "WORKER_RUNTIME_LOG_LEVEL"
+LOG_FORMAT_VAR = "WORKER_RUNTIME_LOG_FORMAT"
+CONNECTION_LIMIT_VAR = "WORKER_RUNTIME_CONNECTION_LIMIT"
+CHANNEL_TIMEOUT_VAR = "WORKER_RUNTIME_CHANNEL_TIMEOUT_S"
+LOG_FORMATS = ("text", "json")
+DEFAULT_CONNECTION_LIMIT = 500
+DEFAULT_CHANNEL_TIMEOUT_S = 30
+# waitress's own body limit sits this far above the app's, so that a body whose
+# Content-Length is too large reaches the app and gets its JSON 413.
+WAITRESS_BODY_HEADROOM = 1024 * 1024
+# The adapter's own variables; the runtime's come from ``RuntimeConfig``'s fields.
+_ADAPTER_VARIABLES = (
+    TOKEN_VAR,
+    TOKEN_FILE_VAR,
+    MAX_BODY_VAR,
+    LOG_LEVEL_VAR,
+    LOG_FORMAT_VAR,
+    CONNECTION_LIMIT_VAR,
+    CHANNEL_TIMEOUT_VAR,
+)
 _GENERATED_TOKEN_BYTES = 32
 
 
@@ -53,6 +81,108 @@ class HttpSettings:
         if value <= 0:
             raise ConfigError(f"{MAX_BODY_VAR}={raw!r} must be a positive number of bytes")
         return cls(max_body_bytes=value)
+
+
+def _positive_int(environ: Mapping[str, str], name: str) -> int | None:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+    if value <= 0:
+        raise ConfigError(f"{name}={raw!r} must be positive")
+    return value
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ServeSettings:
+    """waitress's limits as ``worker-runtime serve`` sets them.
+
+    waitress's defaults let 100 idle keep-alive or slow-header connections
+    fill every slot for two minutes, and spool a 1 GB body to disk.
+    """
+
+    connection_limit: int = DEFAULT_CONNECTION_LIMIT
+    """Connections open at once; past it waitress stops accepting."""
+    channel_timeout_s: int = DEFAULT_CHANNEL_TIMEOUT_S
+    """An idle connection (no request running, including one stuck mid-headers) is
+    closed after this; a long-poll in progress is a running request, never idle."""
+
+    def __post_init__(self) -> None:
+        if self.connection_limit <= 0 or self.channel_timeout_s <= 0:
+            raise ConfigError("connection_limit and channel_timeout_s must be positive")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> ServeSettings:
+        """Read ``WORKER_RUNTIME_CONNECTION_LIMIT`` and ``WORKER_RUNTIME_CHANNEL_TIMEOUT_S``."""
+        values: dict[str, int] = {}
+        limit = _positive_int(environ, CONNECTION_LIMIT_VAR)
+        if limit is not None:
+            values["connection_limit"] = limit
+        timeout = _positive_int(environ, CHANNEL_TIMEOUT_VAR)
+        if timeout is not None:
+            values["channel_timeout_s"] = timeout
+        return cls(**values)
+
+    def waitress_kwargs(self, http: HttpSettings) -> dict[str, int]:
+        """The keyword arguments for ``waitress.serve`` (also the README's flags)."""
+        return {
+            "connection_limit": self.connection_limit,
+            "channel_timeout": self.channel_timeout_s,
+            "max_request_body_size": http.max_body_bytes + WAITRESS_BODY_HEADROOM,
+        }
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LogSettings:
+    """Log level and format (``text`` lines or ``json``: one object per line)."""
+
+    level: str = "INFO"
+    format: str = "text"
+
+    def __post_init__(self) -> None:
+        if not isinstance(logging.getLevelName(self.level), int):
+            raise ConfigError(
+                f"log level must be DEBUG, INFO, WARNING or ERROR, not {self.level!r}"
+            )
+        if self.format not in LOG_FORMATS:
+            raise ConfigError(f"log format must be 'text' or 'json', not {self.format!r}")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> LogSettings:
+        """Read ``WORKER_RUNTIME_LOG_LEVEL`` and ``WORKER_RUNTIME_LOG_FORMAT``."""
+        level = environ.get(LOG_LEVEL_VAR, "").strip().upper() or "INFO"
+        fmt = environ.get(LOG_FORMAT_VAR, "").strip().lower() or "text"
+        try:
+            return cls(level=level, format=fmt)
+        except ConfigError as exc:
+            name = LOG_LEVEL_VAR if "level" in exc.message else LOG_FORMAT_VAR
+            raise ConfigError(f"{name}: {exc.message}", details={"variable": name}) from None
+
+
+def known_variables() -> frozenset[str]:
+    """Every ``WORKER_RUNTIME_*`` variable the runtime and its adapter read."""
+    runtime = {env_variable(f.name) for f in dataclasses.fields(RuntimeConfig)}
+    return frozenset(runtime | set(_ADAPTER_VARIABLES))
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """One warning per ``WORKER_RUNTIME_*`` variable nobody reads, naming the
+    closest known one (a misspelt ``WORKER_RUNTIME_STOR`` must not pass silently)."""
+    known = known_variables()
+    warnings = []
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or name in known:
+            continue
+        # Compare the parts after the prefix: every name shares the prefix, which
+        # would make any junk look close to something.
+        suffixes = [k.removeprefix(ENV_PREFIX) for k in known]
+        close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), suffixes, n=1)
+        hint = f"; did you mean {ENV_PREFIX}{close[0]}?" if close else ""
+        warnings.append(f"unknown variable {name} is ignored{hint}")
+    return warnings
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

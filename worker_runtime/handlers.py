@@ -337,11 +337,16 @@ def read_events(rt: Runtime, cmd: c.ReadEvents) -> r.EventPage:
     deadline = rt.clock.monotonic() + cmd.wait
     with rt.locked():
         # Wait on the condition: a new event wakes us at once, no polling.
-        while cmd.cursor > rt.last_event_id and rt.status == "running":
-            remaining = deadline - rt.clock.monotonic()
-            if remaining <= 0:
-                break
-            rt.events_changed.wait(remaining)
+        # Counted under the lock, so others only see it while ``wait`` released it.
+        rt.waiters += 1
+        try:
+            while cmd.cursor > rt.last_event_id and rt.status == "running":
+                remaining = deadline - rt.clock.monotonic()
+                if remaining <= 0:
+                    break
+                rt.events_changed.wait(remaining)
+        finally:
+            rt.waiters -= 1
         events = rt.store.read_events(cmd.cursor, limit)
         last = rt.last_event_id
     next_id = events[-1].event_id + 1 if events else max(cmd.cursor, 1)

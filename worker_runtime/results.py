@@ -32,6 +32,7 @@ __all__ = [
     "Limits",
     "ProfileInfo",
     "Result",
+    "RunTotals",
     "RuntimeInfo",
     "StopAck",
     "TranscriptPage",
@@ -53,6 +54,17 @@ class WorkerCounts:
     running: int
     stopped: int
     total: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunTotals:
+    """Runs ended so far, by final status (summed over the workers that exist)."""
+
+    completed: int
+    failed: int
+    cancelled: int
+    timed_out: int
+    interrupted: int
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -89,6 +101,9 @@ class RuntimeInfo(Result):
     started_at: str
     workers: WorkerCounts
     active_runs: int
+    runs: RunTotals
+    queued_runs: int
+    waiters: int
     diagnostic_count: int
     last_event_id: int
     limits: Limits

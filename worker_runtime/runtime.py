@@ -11,7 +11,8 @@ import dataclasses
 import logging
 import os
 import threading
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -73,6 +74,9 @@ class Runtime:
         self.workers: dict[str, WorkerRecord] = {}
         self.stopping: set[str] = set()
         self.last_event_id = 0
+        self.waiters = 0  # ReadEvents long-polls now waiting (changed under the lock)
+        self.sync_observer: Callable[[float], None] | None = None
+        """Called with the seconds each store sync took (the HTTP adapter's metrics)."""
         self.diagnostic_count = 0
         self._last_diagnostic_id = 0
         self.runs = RunManager(self)
@@ -223,12 +227,17 @@ class Runtime:
 
     def sync(self) -> None:
         """Make every staged write durable; a failure makes the runtime unavailable."""
+        started = time.perf_counter()
         try:
             self.store.sync()
         except RuntimeUnavailable:
             with self._lock:
                 self.status = "unavailable"
             raise
+        finally:
+            observer = self.sync_observer
+            if observer is not None:
+                observer(time.perf_counter() - started)
 
     # -- start-up ----------------------------------------------------------------
 

@@ -6,7 +6,15 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .domain import WorkerRecord, WorkerStatus
-from .results import Limits, ProfileInfo, RuntimeInfo, WorkerCounts, WorkerDetail, WorkerSummary
+from .results import (
+    Limits,
+    ProfileInfo,
+    RuntimeInfo,
+    RunTotals,
+    WorkerCounts,
+    WorkerDetail,
+    WorkerSummary,
+)
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -72,6 +80,9 @@ def runtime_info(rt: Runtime) -> RuntimeInfo:
             total=len(rt.workers),
         ),
         active_runs=rt.runs.count(),
+        runs=_run_totals(rt),
+        queued_runs=0,  # no queues yet
+        waiters=rt.waiters,
         diagnostic_count=rt.diagnostic_count,
         last_event_id=rt.last_event_id,
         limits=Limits(
@@ -98,4 +109,16 @@ def runtime_info(rt: Runtime) -> RuntimeInfo:
             for p in rt.profiles.all()
         ),
         engines=tuple(rt.profiles.engine_names()),
+    )
+
+
+def _run_totals(rt: Runtime) -> RunTotals:
+    # Summed from the workers' usage counters: a deleted worker's runs drop out.
+    usages = [record.usage for record in rt.workers.values()]
+    return RunTotals(
+        completed=sum(u.runs_completed for u in usages),
+        failed=sum(u.runs_failed for u in usages),
+        cancelled=sum(u.runs_cancelled for u in usages),
+        timed_out=sum(u.runs_timed_out for u in usages),
+        interrupted=sum(u.runs_interrupted for u in usages),
     )
