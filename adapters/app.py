@@ -20,6 +20,7 @@ import falcon
 
 from worker_runtime import Runtime, RuntimeConfig
 from worker_runtime.errors import ConfigError, WorkerRuntimeError
+from worker_runtime.routes import ROUTES
 
 from . import resources as r
 from .errors import register_error_handlers
@@ -45,18 +46,6 @@ TOKEN_FILE_NAME = "http-token"
 
 WsgiApp = falcon.App[falcon.Request, falcon.Response]
 
-_COMMAND_ROUTES: tuple[tuple[str, type[r.CommandResource]], ...] = (
-    ("/v1/runtime", r.RuntimeResource),
-    ("/v1/workers", r.WorkersResource),
-    ("/v1/workers/{worker_id}", r.WorkerResource),
-    ("/v1/workers/{worker_id}/input", r.InputResource),
-    ("/v1/workers/{worker_id}/stop", r.StopResource),
-    ("/v1/workers/{worker_id}/cancel", r.CancelResource),
-    ("/v1/workers/{worker_id}/transcript", r.TranscriptResource),
-    ("/v1/events", r.EventsResource),
-    ("/v1/diagnostics", r.DiagnosticsResource),
-)
-
 
 def create_app(runtime: Runtime, *, token: str, settings: HttpSettings | None = None) -> WsgiApp:
     """The WSGI app serving ``runtime`` to callers presenting ``token``."""
@@ -65,9 +54,11 @@ def create_app(runtime: Runtime, *, token: str, settings: HttpSettings | None = 
         middleware=[RequestLog(), Guard(token, settings.max_body_bytes)], cors_enable=False
     )
     register_error_handlers(app)
-    for path, resource in _COMMAND_ROUTES:
-        app.add_route(path, resource(runtime, max_body_bytes=settings.max_body_bytes))
-    app.add_route("/v1/openapi.json", r.OpenApiResource(build_openapi(runtime.config)))
+    # The route table is what is mounted and what the document describes.
+    resources = r.route_resources(runtime, ROUTES, max_body_bytes=settings.max_body_bytes)
+    for path, resource in resources.items():
+        app.add_route(path, resource)
+    app.add_route("/v1/openapi.json", r.OpenApiResource(build_openapi(runtime.config, ROUTES)))
     app.add_route("/healthz", r.HealthResource())
     return app
 

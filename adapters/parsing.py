@@ -2,7 +2,8 @@
 
 Query strings are strings: integers and numbers are converted here (a bad one
 is 400 ``invalid_query`` naming the parameter); everything else is passed on
-as text for the core's schema to judge.
+as text for the core's schema to judge. Which parameters a route takes, and
+their kinds, is its row in ``worker_runtime.routes``.
 """
 
 from __future__ import annotations
@@ -11,28 +12,23 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from enum import Enum
 from typing import Any
 
 import falcon
 
 from worker_runtime.errors import InvalidQuery
+from worker_runtime.routes import QueryKind
 
 from .errors import ApiError
 
-__all__ = ["Kind", "parse_query", "read_json_object"]
+__all__ = ["MAX_QUERY_INTEGER", "parse_query", "read_json_object"]
 
-_INTEGER = re.compile(r"-?[0-9]{1,18}")
+MAX_QUERY_INTEGER = 2**63 - 1
+"""The largest integer a query parameter takes (a signed 64-bit integer, what
+most clients can hold): the OpenAPI document states it as the maximum."""
+_INTEGER = re.compile(r"-?[0-9]{1,19}")
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _NUMBER = re.compile(r"-?[0-9]{1,18}(\.[0-9]{1,30})?([eE][-+]?[0-9]{1,3})?")
-
-
-class Kind(Enum):
-    """How a query parameter is converted before it reaches the command."""
-
-    INTEGER = "integer"
-    NUMBER = "number"
-    TEXT = "text"
 
 
 def _invalid(name: str, message: str) -> InvalidQuery:
@@ -40,12 +36,15 @@ def _invalid(name: str, message: str) -> InvalidQuery:
     return InvalidQuery(f"query parameter {name!r}: {message}", details={"parameter": name})
 
 
-def _convert(name: str, kind: Kind, raw: str) -> Any:
-    if kind is Kind.INTEGER:
+def _convert(name: str, kind: QueryKind, raw: str) -> Any:
+    if kind is QueryKind.INTEGER:
         if not _INTEGER.fullmatch(raw):
             raise _invalid(name, "expected an integer")
-        return int(raw)
-    if kind is Kind.NUMBER:
+        integer = int(raw)
+        if abs(integer) > MAX_QUERY_INTEGER:
+            raise _invalid(name, f"at most {MAX_QUERY_INTEGER} in size")
+        return integer
+    if kind is QueryKind.NUMBER:
         # A decimal, as in JSON: float() would also take "nan", "inf" and "1_0".
         if not _NUMBER.fullmatch(raw) or not math.isfinite(value := float(raw)):
             raise _invalid(name, "expected a number")
@@ -53,7 +52,7 @@ def _convert(name: str, kind: Kind, raw: str) -> Any:
     return raw
 
 
-def parse_query(req: falcon.Request, spec: Mapping[str, Kind]) -> dict[str, Any]:
+def parse_query(req: falcon.Request, spec: Mapping[str, QueryKind]) -> dict[str, Any]:
     """The query parameters as command args; unknown or repeated ones are refused."""
     if not req.query_string:
         return {}
