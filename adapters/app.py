@@ -55,11 +55,12 @@ def create_app(runtime: Runtime, *, token: str, settings: HttpSettings | None = 
     )
     register_error_handlers(app)
     # The route table is what is mounted and what the document describes.
-    resources = r.route_resources(runtime, ROUTES, max_body_bytes=settings.max_body_bytes)
-    for path, resource in resources.items():
+    limit = settings.max_body_bytes
+    for path, resource in r.route_resources(runtime, ROUTES, max_body_bytes=limit).items():
         app.add_route(path, resource)
-    app.add_route("/v1/openapi.json", r.OpenApiResource(build_openapi(runtime.config, ROUTES)))
-    app.add_route("/healthz", r.HealthResource())
+    document = build_openapi(runtime.config, ROUTES)
+    app.add_route("/v1/openapi.json", r.OpenApiResource(document, max_body_bytes=limit))
+    app.add_route("/healthz", r.HealthResource(max_body_bytes=limit))
     return app
 
 

@@ -21,7 +21,7 @@ from worker_runtime.routes import QueryKind
 
 from .errors import ApiError
 
-__all__ = ["MAX_QUERY_INTEGER", "parse_query", "read_json_object"]
+__all__ = ["MAX_QUERY_INTEGER", "parse_query", "read_body", "read_json_object"]
 
 MAX_QUERY_INTEGER = 2**63 - 1
 """The largest integer a query parameter takes (a signed 64-bit integer, what
@@ -81,30 +81,49 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def read_json_object(req: falcon.Request, max_bytes: int) -> dict[str, Any]:
-    """The request body as a JSON object; an absent or empty body is ``{}``.
+def _has_body(req: falcon.Request) -> bool:
+    encoding = req.get_header("Transfer-Encoding") or ""
+    return bool(req.content_length) or "chunked" in encoding.lower()
 
-    A body needs ``Content-Type: application/json`` (415 otherwise); more than
-    ``max_bytes`` is 413 even when no ``Content-Length`` announced it.
-    """
-    length = req.content_length
-    chunked = "chunked" in (req.get_header("Transfer-Encoding") or "").lower()
-    if not length and not chunked:
-        return {}
-    if _media_type(req) != "application/json":
-        raise ApiError(
-            415,
-            "unsupported_media_type",
-            "request bodies must be 'application/json'",
-            details={"content_type": (req.content_type or "")[:100]},
-        )
-    raw = req.bounded_stream.read(max_bytes + 1)
+
+def read_body(req: falcon.Request, max_bytes: int) -> bytes:
+    """The raw request body (``b""`` when there is none); more than ``max_bytes``
+    is 413 ``payload_too_large``, also when no ``Content-Length`` announced it
+    (a chunked body): the guard refuses an announced one before anything reads it."""
+    if not _has_body(req):
+        return b""
+    stream: Any = req.bounded_stream
+    if req.content_length is None and req.env.get("wsgi.input_terminated"):
+        # A chunked body the server passes through unmeasured: the server ends
+        # the stream at the body's end (falcon's bounded stream would read nothing).
+        stream = req.stream
+    raw: bytes = stream.read(max_bytes + 1)
     if len(raw) > max_bytes:
         raise ApiError(
             413,
             "payload_too_large",
             f"the request body is larger than {max_bytes} bytes",
             details={"maximum": max_bytes},
+        )
+    return raw
+
+
+def read_json_object(req: falcon.Request, max_bytes: int) -> dict[str, Any]:
+    """The request body as a JSON object; an absent or empty body is ``{}``.
+
+    A body needs ``Content-Type: application/json`` (415 otherwise); more than
+    ``max_bytes`` is 413 (before its media type is judged) even when no
+    ``Content-Length`` announced it.
+    """
+    if not _has_body(req):
+        return {}
+    raw = read_body(req, max_bytes)
+    if _media_type(req) != "application/json":
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            "request bodies must be 'application/json'",
+            details={"content_type": (req.content_type or "")[:100]},
         )
     if not raw:
         return {}

@@ -20,7 +20,8 @@ from worker_runtime import Runtime
 from worker_runtime.errors import InvalidQuery, InvalidRequest, InvalidWorkerId, LimitTooLarge
 from worker_runtime.routes import QueryKind, Route
 
-from .parsing import parse_query, read_json_object
+from .parsing import parse_query, read_body, read_json_object
+from .settings import DEFAULT_MAX_BODY_BYTES
 
 __all__ = [
     "HealthResource",
@@ -85,6 +86,9 @@ class Operation:
             args = self._body(req)
             if route.idempotent_key:
                 key = req.get_header("Idempotency-Key")
+        else:
+            # A body here means nothing, but one past the limit is still a JSON 413.
+            read_body(req, self._max_body_bytes)
         args.update(parse_query(req, route.query))
         args.update(path)
         # A long-poll (``wait``) holds this server thread until an event or the deadline.
@@ -141,16 +145,24 @@ def route_resources(
 class HealthResource:
     """The only route without a token: says the process serves HTTP, nothing more."""
 
+    def __init__(self, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
+        self._max_body_bytes = max_body_bytes
+
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        read_body(req, self._max_body_bytes)
         send(resp, {"status": "ok"})
 
 
 class OpenApiResource:
     """Serves the OpenAPI document built once by ``create_app`` (encoded once, too)."""
 
-    def __init__(self, document: Mapping[str, Any]) -> None:
+    def __init__(
+        self, document: Mapping[str, Any], *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    ) -> None:
         self._body = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+        self._max_body_bytes = max_body_bytes
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        read_body(req, self._max_body_bytes)
         resp.content_type = falcon.MEDIA_JSON
         resp.data = self._body
