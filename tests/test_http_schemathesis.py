@@ -37,12 +37,15 @@ REQUIRED = os.environ.get("REQUIRE_SCHEMATHESIS") == "1"
 
 
 def _operations(base_url: str) -> int:
+    """The operations schemathesis must test: all the document's but the one
+    serving the document itself, which schemathesis leaves out when it loads
+    the document from that route."""
     request = urllib.request.Request(
         f"{base_url}/v1/openapi.json", headers={"Authorization": f"Bearer {TOKEN}"}
     )
     with urllib.request.urlopen(request, timeout=30) as response:  # loopback only
         document = json.load(response)
-    return sum(len(item) for item in document["paths"].values())
+    return sum(len(item) for path, item in document["paths"].items() if path != "/v1/openapi.json")
 
 
 @pytest.mark.skipif(
