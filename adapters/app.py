@@ -21,6 +21,7 @@ from falcon.routing import CompiledRouter
 
 from worker_runtime import Runtime, RuntimeConfig
 from worker_runtime.errors import ConfigError, WorkerRuntimeError
+from worker_runtime.routes import ROUTES
 
 from . import resources as r
 from .errors import register_error_handlers
@@ -55,23 +56,11 @@ log = logging.getLogger("adapters.app")
 
 WsgiApp = falcon.App[falcon.Request, falcon.Response]
 
-_COMMAND_ROUTES: tuple[tuple[str, type[r.CommandResource]], ...] = (
-    ("/v1/runtime", r.RuntimeResource),
-    ("/v1/workers", r.WorkersResource),
-    ("/v1/workers/{worker_id}", r.WorkerResource),
-    ("/v1/workers/{worker_id}/input", r.InputResource),
-    ("/v1/workers/{worker_id}/stop", r.StopResource),
-    ("/v1/workers/{worker_id}/cancel", r.CancelResource),
-    ("/v1/workers/{worker_id}/transcript", r.TranscriptResource),
-    ("/v1/events", r.EventsResource),
-    ("/v1/diagnostics", r.DiagnosticsResource),
-)
-
 
 def create_app(runtime: Runtime, *, token: str, settings: HttpSettings | None = None) -> WsgiApp:
     """The WSGI app serving ``runtime`` to callers presenting ``token``."""
     settings = settings or HttpSettings()
-    # ops: the router is ours so the access log and metrics can name the route
+    # The router is ours so the access log and metrics can name the route
     # of a request refused before routing.
     router, metrics = CompiledRouter(), Metrics(runtime)
     app: WsgiApp = falcon.App(
@@ -83,11 +72,14 @@ def create_app(runtime: Runtime, *, token: str, settings: HttpSettings | None = 
         cors_enable=False,
     )
     register_error_handlers(app)
-    for path, resource in _COMMAND_ROUTES:
-        app.add_route(path, resource(runtime, max_body_bytes=settings.max_body_bytes))
-    app.add_route("/v1/openapi.json", r.OpenApiResource(build_openapi(runtime.config)))
-    app.add_route("/healthz", r.HealthResource())
-    # ops: readiness and metrics (adapters/probes.py, adapters/metrics.py).
+    # The route table is what is mounted and what the document describes.
+    limit = settings.max_body_bytes
+    for path, resource in r.route_resources(runtime, ROUTES, max_body_bytes=limit).items():
+        app.add_route(path, resource)
+    document = build_openapi(runtime.config, ROUTES)
+    app.add_route("/v1/openapi.json", r.OpenApiResource(document, max_body_bytes=limit))
+    app.add_route("/healthz", r.HealthResource(max_body_bytes=limit))
+    # Readiness and metrics (adapters/probes.py, adapters/metrics.py).
     app.add_route("/readyz", ReadyResource(runtime))
     app.add_route("/metrics", MetricsResource(metrics))
     return app

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import falcon
 
 from worker_runtime import errors as core
 
-__all__ = ["ApiError", "error_body", "register_error_handlers", "status_for"]
+__all__ = ["ApiError", "error_body", "register_error_handlers", "status_for", "status_of_code"]
 
 log = logging.getLogger("adapters.errors")
 
@@ -48,6 +48,18 @@ _CODE_BY_FALCON_STATUS = {
     413: "payload_too_large",
     415: "unsupported_media_type",
     431: "invalid_request",
+}
+
+
+# The codes the adapter answers itself (``ApiError`` and falcon's errors).
+_ADAPTER_STATUS_BY_CODE = {
+    "invalid_json": 400,
+    "unauthorized": 401,
+    "browser_origin_forbidden": 403,
+    "not_found": 404,
+    "method_not_allowed": 405,
+    "payload_too_large": 413,
+    "unsupported_media_type": 415,
 }
 
 
@@ -76,6 +88,32 @@ def status_for(error: core.WorkerRuntimeError) -> int:
     for cls, status in _STATUS_BY_CLASS:
         if isinstance(error, cls):
             return status
+    return 500
+
+
+def _core_classes(
+    cls: type[core.WorkerRuntimeError],
+) -> Iterator[type[core.WorkerRuntimeError]]:
+    yield cls
+    for sub in cls.__subclasses__():
+        yield from _core_classes(sub)
+
+
+def _class_status(cls: type[core.WorkerRuntimeError]) -> int:
+    for base, status in _STATUS_BY_CLASS:
+        if issubclass(cls, base):
+            return status
+    return 500
+
+
+def status_of_code(code: str) -> int:
+    """The HTTP status an error ``code`` is answered with (500 for a code no
+    error class or adapter refusal has)."""
+    if code in _ADAPTER_STATUS_BY_CODE:
+        return _ADAPTER_STATUS_BY_CODE[code]
+    for cls in _core_classes(core.WorkerRuntimeError):
+        if cls.code == code:
+            return _class_status(cls)
     return 500
 
 

@@ -1,50 +1,102 @@
-"""The OpenAPI 3.1 document, assembled from the core's JSON Schemas.
+"""The OpenAPI 3.1 document, assembled from the route table and the core's JSON Schemas.
 
 Component schemas are the ``$defs`` of ``worker_runtime.wire.schema_document()``
 (the schemas the dispatcher validates with), with ``#/$defs/X`` references
-rewritten to ``#/components/schemas/X``: one source of truth. Request bodies
-and query parameters are derived from the command schemas; responses describe
-the exact envelopes the resources send.
+rewritten to ``#/components/schemas/X``: one source of truth. The operations
+are the rows of ``worker_runtime.routes``, the same rows ``create_app`` mounts:
+parameters and bodies come from the command schemas, tightened to the bounds
+the runtime really enforces (its configured limits, the adapter's integer
+range); responses are the exact envelopes the resources send, and for errors
+only the statuses and codes that operation can answer.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
-from dataclasses import dataclass
+import typing
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from worker_runtime import __version__
+from worker_runtime.commands import COMMANDS
 from worker_runtime.config import RuntimeConfig
+from worker_runtime.routes import ROUTES, QueryKind, Route
 from worker_runtime.wire import schema_document
 
-__all__ = ["build_openapi"]
+from .errors import status_of_code
+from .parsing import MAX_QUERY_INTEGER
+
+__all__ = ["build_openapi", "error_codes"]
 
 _REF = "#/components/schemas/"
 _JSON = "application/json"
-_ERROR_STATUSES = {
-    "400": "invalid_json, invalid_request, invalid_worker_id, invalid_query, limit_too_large",
-    "401": "unauthorized",
-    "403": "browser_origin_forbidden",
-    "404": "worker_not_found, not_found",
-    "409": "worker_busy, worker_exists, worker_stopped, idempotency_key_reused",
-    "413": "payload_too_large",
-    "415": "unsupported_media_type",
-    "422": "unknown_profile, unsupported_capability, unsupported_operation",
-    "503": "runtime_unavailable, store_corrupt (retry after Retry-After seconds)",
-    "504": "operation_timeout",
+
+# What each code means, for the response descriptions.
+_MEANING = {
+    "invalid_json": "the body is not JSON text",
+    "invalid_request": "a field breaks the schema (details.field points at it)",
+    "invalid_worker_id": "the worker id is not a valid id",
+    "invalid_query": "a query parameter is unknown, repeated, malformed or refused",
+    "limit_too_large": "limit is above the runtime's maximum",
+    "unauthorized": "no valid bearer token",
+    "browser_origin_forbidden": "the request carries an Origin header",
+    "worker_not_found": "no such worker",
+    "not_found": "no such route (a worker id with a '/' names another path)",
+    "worker_busy": "the worker is running another input",
+    "worker_exists": "a worker with this id exists",
+    "worker_stopped": "the worker is stopped",
+    "idempotency_key_reused": "this Idempotency-Key came with another request",
+    "payload_too_large": "the body is larger than the configured maximum",
+    "unsupported_media_type": "the body is not application/json",
+    "unknown_profile": "the profile names none the runtime has",
+    "unsupported_capability": "the profile does not offer a requested capability",
+    "runtime_unavailable": "the runtime is stopping or its store failed; retry later",
+    "store_corrupt": "a record or log cannot be trusted; an operator must look",
+    "operation_timeout": "the runtime's state stayed busy past the operation deadline",
 }
+
+# Every operation behind the token: the guard's refusals, a query parameter
+# it does not take, and the runtime's own unavailability and deadline.
+_EVERY_COMMAND = (
+    "unauthorized",
+    "browser_origin_forbidden",
+    "invalid_query",
+    "payload_too_large",
+    "runtime_unavailable",
+    "store_corrupt",
+    "operation_timeout",
+)
+_PATH_ID = ("invalid_worker_id", "worker_not_found", "not_found")
+_BODY = ("invalid_json", "invalid_request", "unsupported_media_type")
+_IDEMPOTENT = ("invalid_request", "idempotency_key_reused")
+
+
+def error_codes(route: Route) -> dict[int, list[str]]:
+    """The error codes ``route`` can answer, by HTTP status: those of its shape
+    (token, path id, body, idempotency key) and its command's own refusals."""
+    codes = list(_EVERY_COMMAND)
+    if route.path_params:
+        codes += _PATH_ID
+    if route.body:
+        codes += _BODY
+    if route.idempotent_key:
+        codes += _IDEMPOTENT
+    codes += route.refusals
+    by_status: dict[int, list[str]] = {}
+    for code in dict.fromkeys(codes):
+        by_status.setdefault(status_of_code(code), []).append(code)
+    return dict(sorted(by_status.items()))
 
 
 def _rewrite(node: Any) -> Any:
-    """Point ``#/$defs/X`` references at ``#/components/schemas/X``."""
+    """Point ``#/$defs/X`` references (and discriminator mappings) at
+    ``#/components/schemas/X``."""
     if isinstance(node, dict):
-        return {
-            k: _REF + v.removeprefix("#/$defs/") if k == "$ref" else _rewrite(v)
-            for k, v in node.items()
-        }
+        return {k: _rewrite(v) for k, v in node.items()}
     if isinstance(node, list):
         return [_rewrite(v) for v in node]
+    if isinstance(node, str) and node.startswith("#/$defs/"):
+        return _REF + node.removeprefix("#/$defs/")
     return node
 
 
@@ -58,39 +110,62 @@ def _non_null(schema: dict[str, Any]) -> dict[str, Any]:
     if branches:
         kept = [b for b in branches if b != {"type": "null"}]
         if len(kept) == 1:
-            return dict(kept[0])
+            return {**{k: v for k, v in schema.items() if k != "anyOf"}, **kept[0]}
     return schema
 
 
 def _resolved(defs: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
-    """Follow plain references (and drop null branches) down to a concrete schema."""
+    """Follow references (and drop null branches) down to a concrete schema;
+    annotations beside a reference are kept."""
     schema = _non_null(schema)
-    while "$ref" in schema and len(schema) == 1:
-        schema = _non_null(defs[schema["$ref"].removeprefix(_REF)])
+    while "$ref" in schema:
+        target = defs[schema["$ref"].removeprefix(_REF)]
+        schema = {**_non_null(target), **{k: v for k, v in schema.items() if k != "$ref"}}
     return copy.deepcopy(schema)
 
 
-def _query(defs: dict[str, Any], command: str, limits: Mapping[str, float]) -> list[dict[str, Any]]:
+def _bound(schema: dict[str, Any], limit: float) -> None:
+    """Tighten ``schema`` to the runtime's configured ``limit``."""
+    if schema.get("type") == "string":
+        schema["maxLength"] = min(int(limit), schema.get("maxLength", int(limit)))
+    else:
+        schema["maximum"] = min(limit, schema.get("maximum", limit))
+
+
+def _query(defs: dict[str, Any], route: Route, config: RuntimeConfig) -> list[dict[str, Any]]:
+    properties = defs[route.command].get("properties", {})
     parameters = []
-    for name, schema in defs[command]["properties"].items():
-        if name == "worker_id":
-            continue
-        schema = _resolved(defs, schema)
-        if name in limits:
-            schema["maximum"] = limits[name]
-        parameters.append({"name": name, "in": "query", "required": False, "schema": schema})
+    for name, kind in route.query.items():
+        schema = _resolved(defs, properties[name])
+        description = schema.pop("description", None)
+        if kind is QueryKind.INTEGER:
+            # The adapter takes a signed 64-bit integer; the core bounds it further.
+            schema.setdefault("maximum", MAX_QUERY_INTEGER)
+            schema.setdefault("format", "int64")
+        if name in route.bounds:
+            _bound(schema, getattr(config, route.bounds[name]))
+        parameter = {"name": name, "in": "query", "required": False, "schema": schema}
+        if description:
+            parameter["description"] = description
+        parameters.append(parameter)
     return parameters
 
 
-def _body(defs: dict[str, Any], command: str, *, required: bool) -> dict[str, Any]:
-    schema = copy.deepcopy(defs[command])
-    if command != "CreateWorker":
-        # The worker id is in the path; the body carries the rest of the args.
-        schema["properties"].pop("worker_id")
-        schema["required"] = [r for r in schema.get("required", []) if r != "worker_id"]
-        if not schema["required"]:
-            del schema["required"]
-    return {"required": required, "content": {_JSON: {"schema": schema}}}
+def _body(defs: dict[str, Any], route: Route, config: RuntimeConfig) -> dict[str, Any]:
+    schema = copy.deepcopy(defs[route.command])
+    # The path's ids are not in the body; the body carries the rest of the args.
+    for name in route.path_params:
+        schema["properties"].pop(name, None)
+    required = [r for r in schema.get("required", []) if r not in route.path_params]
+    schema.pop("required", None)
+    if required:
+        schema["required"] = required
+    for name, field in route.bounds.items():
+        if name in schema["properties"]:
+            bounded = _resolved(defs, schema["properties"][name])
+            _bound(bounded, getattr(config, field))
+            schema["properties"][name] = bounded
+    return {"required": route.body_required, "content": {_JSON: {"schema": schema}}}
 
 
 def _envelope(key: str | None, result: str) -> dict[str, Any]:
@@ -108,86 +183,50 @@ def _header(description: str, schema: dict[str, Any] | None = None) -> dict[str,
     return {"description": description, "schema": schema or {"type": "string"}}
 
 
-def _responses(status: str, body: dict[str, Any], *, created: bool = False) -> dict[str, Any]:
-    headers: dict[str, Any] = {"X-Request-Id": {"$ref": "#/components/headers/RequestId"}}
-    if created:
-        headers["Location"] = _header("the new worker's path, /v1/workers/{worker_id}")
-    responses = {
-        status: {
-            "description": "success",
-            "headers": headers,
-            "content": {_JSON: {"schema": body}},
-        }
+_REQUEST_ID = {"X-Request-Id": {"$ref": "#/components/headers/RequestId"}}
+
+
+def _error_response(defs: dict[str, Any], status: int, codes: list[str]) -> dict[str, Any]:
+    headers: dict[str, Any] = dict(_REQUEST_ID)
+    if status == 401:
+        headers["WWW-Authenticate"] = _header("always 'Bearer'", {"const": "Bearer"})
+    if status == 503:
+        headers["Retry-After"] = _header(
+            "whole seconds to wait before retrying", {"type": "string", "pattern": "^[0-9]+$"}
+        )
+    error = copy.deepcopy(defs["Error"])
+    error["properties"]["code"] = {"enum": codes}
+    return {
+        "description": "; ".join(f"{code}: {_MEANING.get(code, code)}" for code in codes),
+        "headers": headers,
+        "content": {
+            _JSON: {
+                "schema": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {"error": error},
+                    "additionalProperties": False,
+                }
+            }
+        },
     }
-    for code in _ERROR_STATUSES:
-        responses[code] = {"$ref": f"#/components/responses/Error{code}"}
+
+
+def _errors(defs: dict[str, Any], by_status: Mapping[int, list[str]]) -> dict[str, Any]:
+    responses = {}
+    for status, codes in by_status.items():
+        responses[str(status)] = _error_response(defs, status, codes)
     return responses
 
 
-def _error_responses() -> dict[str, Any]:
-    responses: dict[str, Any] = {}
-    for code, codes in _ERROR_STATUSES.items():
-        headers: dict[str, Any] = {"X-Request-Id": {"$ref": "#/components/headers/RequestId"}}
-        if code == "401":
-            headers["WWW-Authenticate"] = _header("always 'Bearer'", {"const": "Bearer"})
-        if code == "503":
-            headers["Retry-After"] = _header(
-                "whole seconds to wait before retrying",
-                {"type": "string", "pattern": "^[0-9]+$"},
-            )
-        responses[f"Error{code}"] = {
-            "description": f"error codes: {codes}",
-            "headers": headers,
-            "content": {_JSON: {"schema": _ref("ErrorEnvelope")}},
-        }
-    return responses
+def _result_name(command: str) -> str:
+    """The result schema of ``command``: the ``R`` of its ``Command[R]`` base."""
+    for base in getattr(COMMANDS[command], "__orig_bases__", ()):
+        args = typing.get_args(base)
+        if args:
+            return str(args[0].__name__)
+    raise LookupError(f"command {command} declares no result type")
 
-
-@dataclass(frozen=True, kw_only=True)
-class _Op:
-    """One REST operation: which command it runs and how its answer is wrapped."""
-
-    path: str
-    method: str
-    op_id: str
-    summary: str
-    command: str
-    result: str
-    envelope: str | None
-    status: str = "200"
-    query: bool = False
-    body_required: bool | None = None
-    """None: no body; else the body is the command's args (less the path's worker id)."""
-
-
-_OPS = (
-    _Op(path="/v1/runtime", method="get", op_id="getRuntime", summary="Runtime summary",
-        command="GetRuntime", result="RuntimeInfo", envelope="runtime"),
-    _Op(path="/v1/workers", method="get", op_id="listWorkers", summary="Workers, in creation order",
-        command="ListWorkers", result="WorkerPage", envelope=None, query=True),
-    _Op(path="/v1/workers", method="post", op_id="createWorker", summary="Create a worker",
-        command="CreateWorker", result="WorkerDetail", envelope="worker", status="201",
-        body_required=False),
-    _Op(path="/v1/workers/{worker_id}", method="get", op_id="getWorker", summary="One worker",
-        command="GetWorker", result="WorkerDetail", envelope="worker"),
-    _Op(path="/v1/workers/{worker_id}/input", method="post", op_id="sendInput",
-        summary="Send input; starts a run", command="SendInput", result="InputAck",
-        envelope="ack", status="202", body_required=True),
-    _Op(path="/v1/workers/{worker_id}/stop", method="post", op_id="stopWorker",
-        summary="Stop the worker for good", command="StopWorker", result="StopAck",
-        envelope="ack", body_required=False),
-    _Op(path="/v1/workers/{worker_id}/cancel", method="post", op_id="cancelRun",
-        summary="Cancel the active run", command="CancelRun", result="CancelAck",
-        envelope="ack", body_required=False),
-    _Op(path="/v1/workers/{worker_id}/transcript", method="get", op_id="getTranscript",
-        summary="A page of the transcript", command="GetTranscript", result="TranscriptPage",
-        envelope="transcript", query=True),
-    _Op(path="/v1/events", method="get", op_id="readEvents",
-        summary="Events from a cursor; wait seconds to long-poll", command="ReadEvents",
-        result="EventPage", envelope=None, query=True),
-    _Op(path="/v1/diagnostics", method="get", op_id="getDiagnostics", summary="Diagnostics",
-        command="GetDiagnostics", result="DiagnosticList", envelope=None, query=True),
-)  # fmt: skip
 
 _IDEMPOTENCY_KEY = {
     "name": "Idempotency-Key",
@@ -202,78 +241,84 @@ _IDEMPOTENCY_KEY = {
         "pattern": "^[!-~]([ -~]*[!-~])?$",
     },
 }
-_WORKER_ID = {"name": "worker_id", "in": "path", "required": True, "schema": _ref("Id")}
 
 
-def _maxima(config: RuntimeConfig) -> dict[str, dict[str, float]]:
-    """The runtime's limits, so that a value the document allows is one the runtime takes."""
-    return {
-        "ListWorkers": {"limit": config.max_worker_page},
-        "GetTranscript": {"limit": config.max_transcript_page},
-        "ReadEvents": {"limit": config.max_event_page, "wait": config.max_event_wait_s},
-    }
-
-
-def _operation(defs: dict[str, Any], op: _Op, maxima: dict[str, dict[str, float]]) -> Any:
-    parameters: list[dict[str, Any]] = []
-    if "{worker_id}" in op.path:
-        parameters.append(_WORKER_ID)
-    if op.query:
-        parameters += _query(defs, op.command, maxima.get(op.command, {}))
-    operation: dict[str, Any] = {"operationId": op.op_id, "summary": op.summary}
-    if op.body_required is not None:
+def _operation(defs: dict[str, Any], route: Route, config: RuntimeConfig) -> dict[str, Any]:
+    parameters: list[dict[str, Any]] = [
+        {"name": name, "in": "path", "required": True, "schema": _ref("Id")}
+        for name in route.path_params
+    ]
+    parameters += _query(defs, route, config)
+    operation: dict[str, Any] = {"operationId": route.operation_id, "summary": route.summary}
+    if route.idempotent_key:
         parameters.append(_IDEMPOTENCY_KEY)
-        operation["requestBody"] = _body(defs, op.command, required=op.body_required)
+    if route.body:
+        operation["requestBody"] = _body(defs, route, config)
     if parameters:
         operation["parameters"] = parameters
-    body = _envelope(op.envelope, op.result)
-    operation["responses"] = _responses(op.status, body, created=op.status == "201")
+    headers: dict[str, Any] = dict(_REQUEST_ID)
+    if route.location is not None:
+        headers["Location"] = _header(f"the created resource's path, {route.location}")
+    success = {
+        "description": route.summary,
+        "headers": headers,
+        "content": {_JSON: {"schema": _envelope(route.envelope, _result_name(route.command))}},
+    }
+    operation["responses"] = {str(route.status): success, **_errors(defs, error_codes(route))}
     return operation
 
 
-_HEALTH = {
-    "operationId": "health",
-    "summary": "Liveness; the only route without a token",
-    "security": [],
-    "responses": {
-        "200": {
-            "description": "serving",
-            "headers": {"X-Request-Id": {"$ref": "#/components/headers/RequestId"}},
-            "content": {
-                _JSON: {
-                    "schema": {
-                        "type": "object",
-                        "required": ["status"],
-                        "properties": {"status": {"const": "ok"}},
-                        "additionalProperties": False,
-                    }
-                }
+def _plain_get(
+    defs: dict[str, Any], operation_id: str, summary: str, body: dict[str, Any], codes: list[str]
+) -> dict[str, Any]:
+    """An operation outside the route table (no command behind it)."""
+    by_status: dict[int, list[str]] = {}
+    for code in codes:
+        by_status.setdefault(status_of_code(code), []).append(code)
+    return {
+        "operationId": operation_id,
+        "summary": summary,
+        "responses": {
+            "200": {
+                "description": summary,
+                "headers": dict(_REQUEST_ID),
+                "content": {_JSON: {"schema": body}},
             },
+            **_errors(defs, by_status),
         },
-        "403": {"$ref": "#/components/responses/Error403"},
-    },
+    }
+
+
+_HEALTH_BODY = {
+    "type": "object",
+    "required": ["status"],
+    "properties": {"status": {"const": "ok"}},
+    "additionalProperties": False,
 }
 
 
-def _paths(defs: dict[str, Any], config: RuntimeConfig) -> dict[str, Any]:
+def _paths(defs: dict[str, Any], routes: Iterable[Route], config: RuntimeConfig) -> dict[str, Any]:
     paths: dict[str, Any] = {}
-    maxima = _maxima(config)
-    for op in _OPS:
-        paths.setdefault(op.path, {})[op.method] = _operation(defs, op, maxima)
+    for route in routes:
+        paths.setdefault(route.path, {})[route.method.lower()] = _operation(defs, route, config)
+    guarded = ["unauthorized", "browser_origin_forbidden", "payload_too_large"]
     paths["/v1/openapi.json"] = {
-        "get": {
-            "operationId": "getOpenApi",
-            "summary": "This document",
-            "responses": _responses("200", {"type": "object"}),
-        }
+        "get": _plain_get(defs, "getOpenApi", "This document", {"type": "object"}, guarded)
     }
-    paths["/healthz"] = {"get": _HEALTH}
+    health = _plain_get(
+        defs,
+        "health",
+        "Liveness; the only route without a token",
+        _HEALTH_BODY,
+        ["browser_origin_forbidden", "payload_too_large"],
+    )
+    paths["/healthz"] = {"get": {**health, "security": []}}
     return paths
 
 
-def build_openapi(config: RuntimeConfig) -> dict[str, Any]:
-    """The OpenAPI 3.1 document for a runtime configured by ``config`` (its limits
-    become the parameters' maxima)."""
+def build_openapi(config: RuntimeConfig, routes: Iterable[Route] = ROUTES) -> dict[str, Any]:
+    """The OpenAPI 3.1 document for ``routes`` (by default the runtime's route
+    table) on a runtime configured by ``config`` (its limits become the bounds)."""
     defs = _rewrite(schema_document()["$defs"])
     schemas = {**defs, "ErrorEnvelope": _envelope("error", "Error")}
     return {
@@ -286,11 +331,10 @@ def build_openapi(config: RuntimeConfig) -> dict[str, Any]:
         },
         "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
         "security": [{"bearer": []}],
-        "paths": _paths(defs, config),
+        "paths": _paths(defs, routes, config),
         "components": {
             "schemas": schemas,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "headers": {"RequestId": _header("the request id, also in the access log")},
-            "responses": _error_responses(),
         },
     }

@@ -2,7 +2,8 @@
 
 Query strings are strings: integers and numbers are converted here (a bad one
 is 400 ``invalid_query`` naming the parameter); everything else is passed on
-as text for the core's schema to judge.
+as text for the core's schema to judge. Which parameters a route takes, and
+their kinds, is its row in ``worker_runtime.routes``.
 """
 
 from __future__ import annotations
@@ -11,28 +12,23 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from enum import Enum
 from typing import Any
 
 import falcon
 
 from worker_runtime.errors import InvalidQuery
+from worker_runtime.routes import QueryKind
 
 from .errors import ApiError
 
-__all__ = ["Kind", "parse_query", "read_json_object"]
+__all__ = ["MAX_QUERY_INTEGER", "parse_query", "read_body", "read_json_object"]
 
-_INTEGER = re.compile(r"-?[0-9]{1,18}")
+MAX_QUERY_INTEGER = 2**63 - 1
+"""The largest integer a query parameter takes (a signed 64-bit integer, what
+most clients can hold): the OpenAPI document states it as the maximum."""
+_INTEGER = re.compile(r"-?[0-9]{1,19}")
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _NUMBER = re.compile(r"-?[0-9]{1,18}(\.[0-9]{1,30})?([eE][-+]?[0-9]{1,3})?")
-
-
-class Kind(Enum):
-    """How a query parameter is converted before it reaches the command."""
-
-    INTEGER = "integer"
-    NUMBER = "number"
-    TEXT = "text"
 
 
 def _invalid(name: str, message: str) -> InvalidQuery:
@@ -40,12 +36,15 @@ def _invalid(name: str, message: str) -> InvalidQuery:
     return InvalidQuery(f"query parameter {name!r}: {message}", details={"parameter": name})
 
 
-def _convert(name: str, kind: Kind, raw: str) -> Any:
-    if kind is Kind.INTEGER:
+def _convert(name: str, kind: QueryKind, raw: str) -> Any:
+    if kind is QueryKind.INTEGER:
         if not _INTEGER.fullmatch(raw):
             raise _invalid(name, "expected an integer")
-        return int(raw)
-    if kind is Kind.NUMBER:
+        integer = int(raw)
+        if abs(integer) > MAX_QUERY_INTEGER:
+            raise _invalid(name, f"at most {MAX_QUERY_INTEGER} in size")
+        return integer
+    if kind is QueryKind.NUMBER:
         # A decimal, as in JSON: float() would also take "nan", "inf" and "1_0".
         if not _NUMBER.fullmatch(raw) or not math.isfinite(value := float(raw)):
             raise _invalid(name, "expected a number")
@@ -53,7 +52,7 @@ def _convert(name: str, kind: Kind, raw: str) -> Any:
     return raw
 
 
-def parse_query(req: falcon.Request, spec: Mapping[str, Kind]) -> dict[str, Any]:
+def parse_query(req: falcon.Request, spec: Mapping[str, QueryKind]) -> dict[str, Any]:
     """The query parameters as command args; unknown or repeated ones are refused."""
     if not req.query_string:
         return {}
@@ -82,30 +81,49 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def read_json_object(req: falcon.Request, max_bytes: int) -> dict[str, Any]:
-    """The request body as a JSON object; an absent or empty body is ``{}``.
+def _has_body(req: falcon.Request) -> bool:
+    encoding = req.get_header("Transfer-Encoding") or ""
+    return bool(req.content_length) or "chunked" in encoding.lower()
 
-    A body needs ``Content-Type: application/json`` (415 otherwise); more than
-    ``max_bytes`` is 413 even when no ``Content-Length`` announced it.
-    """
-    length = req.content_length
-    chunked = "chunked" in (req.get_header("Transfer-Encoding") or "").lower()
-    if not length and not chunked:
-        return {}
-    if _media_type(req) != "application/json":
-        raise ApiError(
-            415,
-            "unsupported_media_type",
-            "request bodies must be 'application/json'",
-            details={"content_type": (req.content_type or "")[:100]},
-        )
-    raw = req.bounded_stream.read(max_bytes + 1)
+
+def read_body(req: falcon.Request, max_bytes: int) -> bytes:
+    """The raw request body (``b""`` when there is none); more than ``max_bytes``
+    is 413 ``payload_too_large``, also when no ``Content-Length`` announced it
+    (a chunked body): the guard refuses an announced one before anything reads it."""
+    if not _has_body(req):
+        return b""
+    stream: Any = req.bounded_stream
+    if req.content_length is None and req.env.get("wsgi.input_terminated"):
+        # A chunked body the server passes through unmeasured: the server ends
+        # the stream at the body's end (falcon's bounded stream would read nothing).
+        stream = req.stream
+    raw: bytes = stream.read(max_bytes + 1)
     if len(raw) > max_bytes:
         raise ApiError(
             413,
             "payload_too_large",
             f"the request body is larger than {max_bytes} bytes",
             details={"maximum": max_bytes},
+        )
+    return raw
+
+
+def read_json_object(req: falcon.Request, max_bytes: int) -> dict[str, Any]:
+    """The request body as a JSON object; an absent or empty body is ``{}``.
+
+    A body needs ``Content-Type: application/json`` (415 otherwise); more than
+    ``max_bytes`` is 413 (before its media type is judged) even when no
+    ``Content-Length`` announced it.
+    """
+    if not _has_body(req):
+        return {}
+    raw = read_body(req, max_bytes)
+    if _media_type(req) != "application/json":
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            "request bodies must be 'application/json'",
+            details={"content_type": (req.content_type or "")[:100]},
         )
     if not raw:
         return {}

@@ -1,43 +1,36 @@
-"""Thin resources: each maps one REST verb onto one dispatcher command.
+"""Thin resources: the rows of ``worker_runtime.routes``, served.
 
-A responder builds the wire command ``{"command": NAME, "args": {...}}`` from
-the path, the query and the body, hands it to ``runtime.dispatch_json`` and
-wraps the result in its envelope. All worker semantics stay in the core.
+One :class:`RouteResource` serves one path template; each of its rows (one per
+HTTP method) becomes a responder, an :class:`Operation`, that builds the wire
+command ``{"command": NAME, "args": {...}}`` from the path, the query and the
+body, hands it to ``runtime.dispatch_json`` and answers the result in the
+row's envelope and status. All worker semantics stay in the core; a new
+command is a new row, not a new class.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import falcon
 
 from worker_runtime import Runtime
 from worker_runtime.errors import InvalidQuery, InvalidRequest, InvalidWorkerId, LimitTooLarge
+from worker_runtime.routes import QueryKind, Route
 
-from .parsing import Kind, parse_query, read_json_object
+from .parsing import parse_query, read_body, read_json_object
+from .settings import DEFAULT_MAX_BODY_BYTES
 
 __all__ = [
-    "CancelResource",
-    "CommandResource",
-    "DiagnosticsResource",
-    "EventsResource",
     "HealthResource",
-    "InputResource",
     "OpenApiResource",
-    "RuntimeResource",
-    "StopResource",
-    "TranscriptResource",
-    "WorkerResource",
-    "WorkersResource",
+    "Operation",
+    "RouteResource",
+    "route_resources",
+    "send",
 ]
-
-LIST_QUERY = {"status": Kind.TEXT, "limit": Kind.INTEGER, "after": Kind.TEXT}
-TRANSCRIPT_QUERY = {"start": Kind.INTEGER, "limit": Kind.INTEGER}
-DIAGNOSTICS_QUERY = {"after": Kind.INTEGER, "limit": Kind.INTEGER}
-EVENTS_QUERY = {"cursor": Kind.INTEGER, "limit": Kind.INTEGER, "wait": Kind.NUMBER}
-NO_QUERY: Mapping[str, Kind] = {}
 
 
 def send(resp: falcon.Response, body: Mapping[str, Any], status: int = 200) -> None:
@@ -58,7 +51,7 @@ def _field(error: InvalidRequest) -> str:
     return field.removeprefix("/args").lstrip("/").split("/", 1)[0]
 
 
-def _for_http(error: InvalidRequest, query: Mapping[str, Kind]) -> InvalidRequest:
+def _for_http(error: InvalidRequest, query: Mapping[str, QueryKind]) -> InvalidRequest:
     """Point a core validation error at what the HTTP client sent: a fault in a
     query parameter is ``invalid_query``; body fields lose the ``/args`` prefix."""
     name = _field(error)
@@ -75,114 +68,101 @@ def _for_http(error: InvalidRequest, query: Mapping[str, Kind]) -> InvalidReques
     return error
 
 
-class CommandResource:
-    """Holds the runtime; ``_run`` dispatches one wire command."""
+class Operation:
+    """The responder of one route: request in, command dispatched, envelope out."""
 
-    def __init__(self, runtime: Runtime, *, max_body_bytes: int) -> None:
+    def __init__(self, runtime: Runtime, route: Route, *, max_body_bytes: int) -> None:
+        self.route = route
         self._rt = runtime
         self._max_body_bytes = max_body_bytes
+        self._path_params = frozenset(route.path_params)
 
-    def _run(
-        self,
-        command: str,
-        args: dict[str, Any],
-        *,
-        query: Mapping[str, Kind] = NO_QUERY,
-        idempotency_key: str | None = None,
-    ) -> dict[str, Any]:
-        wire = {"command": command, "args": args}
-        try:
-            return self._rt.dispatch_json(wire, idempotency_key=idempotency_key)
-        except InvalidRequest as error:
-            raise _for_http(error, query) from None
+    def __call__(self, req: falcon.Request, resp: falcon.Response, **path: str) -> None:
+        route = self.route
+        args: dict[str, Any] = {}
+        key = None
+        if route.body:
+            # The body is judged before the query: its faults are the likelier ones.
+            args = self._body(req)
+            if route.idempotent_key:
+                key = req.get_header("Idempotency-Key")
+        else:
+            # A body here means nothing, but one past the limit is still a JSON 413.
+            read_body(req, self._max_body_bytes)
+        args.update(parse_query(req, route.query))
+        args.update(path)
+        # A long-poll (``wait``) holds this server thread until an event or the deadline.
+        result = self._dispatch(args, key)
+        if route.location is not None:
+            resp.location = route.location.format_map(result)
+        send(resp, {route.envelope: result} if route.envelope else result, route.status)
 
-    def _body(self, req: falcon.Request, *, path_owned: bool = True) -> dict[str, Any]:
+    def _body(self, req: falcon.Request) -> dict[str, Any]:
         body = read_json_object(req, self._max_body_bytes)
-        if path_owned and "worker_id" in body:
+        for name in self._path_params & body.keys():
             raise InvalidRequest(
-                "worker_id comes from the path, not the body", details={"field": "/worker_id"}
+                f"{name} comes from the path, not the body", details={"field": f"/{name}"}
             )
         return body
 
-    def _post(
-        self, req: falcon.Request, command: str, args: dict[str, Any], query: Mapping[str, Kind]
-    ) -> dict[str, Any]:
-        parse_query(req, query)
-        key = req.get_header("Idempotency-Key")
-        return self._run(command, args, idempotency_key=key)
+    def _dispatch(self, args: dict[str, Any], key: str | None) -> dict[str, Any]:
+        wire = {"command": self.route.command, "args": args}
+        try:
+            return self._rt.dispatch_json(wire, idempotency_key=key)
+        except InvalidRequest as error:
+            raise _for_http(error, self.route.query) from None
 
 
-class RuntimeResource(CommandResource):
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        parse_query(req, NO_QUERY)
-        send(resp, {"runtime": self._run("GetRuntime", {})})
+class RouteResource:
+    """Serves every route of one path template: an ``on_<method>`` responder per
+    row, so falcon answers 405 (with ``Allow``) for the methods no row names."""
+
+    def __init__(self, runtime: Runtime, routes: Iterable[Route], *, max_body_bytes: int) -> None:
+        self.routes = tuple(routes)
+        paths = {route.path for route in self.routes}
+        if len(paths) != 1:
+            raise ValueError(f"one resource serves one path template, not {sorted(paths)}")
+        for route in self.routes:
+            name = f"on_{route.method.lower()}"
+            if hasattr(self, name):
+                raise ValueError(f"two routes for {route.method} {route.path}")
+            setattr(self, name, Operation(runtime, route, max_body_bytes=max_body_bytes))
 
 
-class WorkersResource(CommandResource):
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        send(resp, self._run("ListWorkers", parse_query(req, LIST_QUERY), query=LIST_QUERY))
-
-    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        worker = self._post(req, "CreateWorker", self._body(req, path_owned=False), NO_QUERY)
-        resp.location = f"/v1/workers/{worker['worker_id']}"
-        send(resp, {"worker": worker}, 201)
-
-
-class WorkerResource(CommandResource):
-    def on_get(self, req: falcon.Request, resp: falcon.Response, worker_id: str) -> None:
-        parse_query(req, NO_QUERY)
-        send(resp, {"worker": self._run("GetWorker", {"worker_id": worker_id})})
-
-
-class InputResource(CommandResource):
-    def on_post(self, req: falcon.Request, resp: falcon.Response, worker_id: str) -> None:
-        args = {**self._body(req), "worker_id": worker_id}
-        send(resp, {"ack": self._post(req, "SendInput", args, NO_QUERY)}, 202)
-
-
-class StopResource(CommandResource):
-    def on_post(self, req: falcon.Request, resp: falcon.Response, worker_id: str) -> None:
-        args = {**self._body(req), "worker_id": worker_id}
-        send(resp, {"ack": self._post(req, "StopWorker", args, NO_QUERY)})
-
-
-class CancelResource(CommandResource):
-    def on_post(self, req: falcon.Request, resp: falcon.Response, worker_id: str) -> None:
-        args = {**self._body(req), "worker_id": worker_id}
-        send(resp, {"ack": self._post(req, "CancelRun", args, NO_QUERY)})
-
-
-class TranscriptResource(CommandResource):
-    def on_get(self, req: falcon.Request, resp: falcon.Response, worker_id: str) -> None:
-        args = {**parse_query(req, TRANSCRIPT_QUERY), "worker_id": worker_id}
-        send(resp, {"transcript": self._run("GetTranscript", args, query=TRANSCRIPT_QUERY)})
-
-
-class EventsResource(CommandResource):
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        # A long-poll (``wait``) holds this server thread until an event or the deadline.
-        send(resp, self._run("ReadEvents", parse_query(req, EVENTS_QUERY), query=EVENTS_QUERY))
-
-
-class DiagnosticsResource(CommandResource):
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        query = parse_query(req, DIAGNOSTICS_QUERY)
-        send(resp, self._run("GetDiagnostics", query, query=DIAGNOSTICS_QUERY))
+def route_resources(
+    runtime: Runtime, routes: Iterable[Route], *, max_body_bytes: int
+) -> dict[str, RouteResource]:
+    """One resource per path template, holding that path's routes (in table order)."""
+    by_path: dict[str, list[Route]] = {}
+    for route in routes:
+        by_path.setdefault(route.path, []).append(route)
+    return {
+        path: RouteResource(runtime, rows, max_body_bytes=max_body_bytes)
+        for path, rows in by_path.items()
+    }
 
 
 class HealthResource:
     """The only route without a token: says the process serves HTTP, nothing more."""
 
+    def __init__(self, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
+        self._max_body_bytes = max_body_bytes
+
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        read_body(req, self._max_body_bytes)
         send(resp, {"status": "ok"})
 
 
 class OpenApiResource:
     """Serves the OpenAPI document built once by ``create_app`` (encoded once, too)."""
 
-    def __init__(self, document: Mapping[str, Any]) -> None:
+    def __init__(
+        self, document: Mapping[str, Any], *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    ) -> None:
         self._body = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+        self._max_body_bytes = max_body_bytes
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        read_body(req, self._max_body_bytes)
         resp.content_type = falcon.MEDIA_JSON
         resp.data = self._body

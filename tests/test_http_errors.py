@@ -3,6 +3,8 @@ the access log, and statuses for core failures (409 replays, 503, 504, 500)."""
 
 from __future__ import annotations
 
+import http.client
+import json
 import logging
 import threading
 from collections.abc import Iterator
@@ -15,6 +17,7 @@ from worker_runtime import Runtime, RuntimeConfig, commands, errors
 
 from .helpers import state_lock_held_elsewhere
 from .http_helpers import AUTH, ROUTES, TOKEN, client, error_code, hold_runtime
+from .server import serve
 
 
 @pytest.fixture
@@ -139,6 +142,75 @@ def test_oversize_body_without_token_is_401(c: testing.TestClient) -> None:
         "/v1/workers", body=b"x" * 5000, headers={"Content-Type": "application/json"}
     )
     assert result.status_code == 401
+
+
+def _unannounced(app: Any, method: str, path: str, body: bytes) -> tuple[int, Any]:
+    """Send ``body`` as a server passing a chunked body through would: no
+    Content-Length, the stream ended by the server (``wsgi.input_terminated``)."""
+    environ = testing.create_environ(
+        method=method,
+        path=path,
+        body=body,
+        headers={
+            **AUTH,
+            "Content-Type": "application/json",
+            "Transfer-Encoding": "chunked",
+        },
+    )
+    del environ["CONTENT_LENGTH"]
+    environ["wsgi.input_terminated"] = True
+    start = testing.StartResponseMock()
+    chunks = b"".join(app(environ, start))
+    return int(start.status.split()[0]), json.loads(chunks)
+
+
+@pytest.mark.parametrize(("method", "template"), [*ROUTES, ("GET", "/healthz")])
+def test_an_unannounced_oversize_body_is_a_json_413_on_every_route(
+    rt: Runtime, method: str, template: str
+) -> None:
+    """A body past the limit that reaches the app without a Content-Length is
+    refused as JSON too, also where the route takes no body."""
+    rt.dispatch(commands.CreateWorker(worker_id="w1"))
+    app = client(rt, max_body_bytes=4096).app
+    body = b'{"display_name": "' + b"x" * 5000 + b'"}'
+    status, answer = _unannounced(app, method, path_of(template), body)
+    assert (status, answer["error"]["code"]) == (413, "payload_too_large")
+    assert answer["error"]["details"]["maximum"] == 4096
+
+
+def test_an_unannounced_body_within_the_limit_is_read(rt: Runtime) -> None:
+    app = client(rt, max_body_bytes=4096).app
+    status, answer = _unannounced(app, "POST", "/v1/workers", b'{"worker_id": "chunky"}')
+    assert (status, answer["worker"]["worker_id"]) == (201, "chunky")
+
+
+def test_oversize_bodies_through_waitress_are_json_413() -> None:
+    """Through the real server: an announced body past the app's limit (below
+    waitress's own), and a chunked one (waitress measures it, then the app refuses)."""
+    with serve({"WORKER_RUNTIME_MAX_BODY_BYTES": "4096"}) as server:
+        body = b'{"display_name": "' + b"x" * 5000 + b'"}'
+        announced = server.request(
+            "POST", "/v1/workers", raw=body, headers={"Content-Type": "application/json"}
+        )
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        try:
+            conn.request(
+                "POST",
+                "/v1/workers",
+                body=iter([body[:3000], body[3000:]]),
+                headers={**AUTH, "Content-Type": "application/json"},
+                encode_chunked=True,
+            )
+            response = conn.getresponse()
+            chunked = (response.status, response.getheader("Content-Type"), response.read())
+        finally:
+            conn.close()
+    assert announced.status == 413
+    assert announced.headers["content-type"].startswith("application/json")
+    assert announced.json()["error"]["code"] == "payload_too_large"
+    assert chunked[0] == 413
+    assert (chunked[1] or "").startswith("application/json")
+    assert json.loads(chunked[2])["error"]["code"] == "payload_too_large"
 
 
 # -- auth ----------------------------------------------------------------------------

@@ -29,6 +29,7 @@ class QueryKind(Enum):
 
 
 _NO_QUERY: Mapping[str, QueryKind] = MappingProxyType({})
+_NO_BOUNDS: Mapping[str, str] = MappingProxyType({})
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -56,6 +57,23 @@ class Route:
     """Whether the route accepts an ``Idempotency-Key`` header."""
     long_poll: bool = False
     """Whether the command may hold the request while it waits (``wait``)."""
+    location: str | None = None
+    """A path template filled from the result's fields, sent as ``Location``
+    (the created resource's path)."""
+    bounds: Mapping[str, str] = field(default_factory=lambda: _NO_BOUNDS)
+    """Argument name -> the ``RuntimeConfig`` field that bounds it (a number's
+    maximum, a string's length): the runtime refuses more than its configuration
+    allows, so the OpenAPI document states that configured bound."""
+    refusals: tuple[str, ...] = ()
+    """Error codes the command itself may answer (a conflict, an unknown name, a
+    limit), beside those that follow from the route's shape (a path id: not
+    found; a body: malformed; any command: unavailable, timeout), which the
+    adapter adds: together, the codes the OpenAPI document lists per operation."""
+
+    def __post_init__(self) -> None:
+        # The table is shared by the server and the client: keep its rows read-only.
+        object.__setattr__(self, "query", MappingProxyType(dict(self.query)))
+        object.__setattr__(self, "bounds", MappingProxyType(dict(self.bounds)))
 
     @property
     def path_params(self) -> tuple[str, ...]:
@@ -70,15 +88,20 @@ ROUTES: tuple[Route, ...] = (
           summary="Runtime summary", envelope="runtime"),
     Route(command="ListWorkers", method="GET", path="/v1/workers", operation_id="listWorkers",
           summary="Workers, in creation order", envelope=None,
-          query={"status": _T, "limit": _I, "after": _T}),
+          query={"status": _T, "limit": _I, "after": _T}, bounds={"limit": "max_worker_page"},
+          refusals=("limit_too_large",)),
     Route(command="CreateWorker", method="POST", path="/v1/workers",
           operation_id="createWorker", summary="Create a worker", envelope="worker", status=201,
-          body=True, idempotent_key=True),
+          body=True, idempotent_key=True, location="/v1/workers/{worker_id}",
+          refusals=("invalid_worker_id", "worker_exists", "unknown_profile",
+                    "unsupported_capability")),
     Route(command="GetWorker", method="GET", path="/v1/workers/{worker_id}",
           operation_id="getWorker", summary="One worker", envelope="worker"),
     Route(command="SendInput", method="POST", path="/v1/workers/{worker_id}/input",
           operation_id="sendInput", summary="Send input; starts a run", envelope="ack",
-          status=202, body=True, body_required=True, idempotent_key=True),
+          status=202, body=True, body_required=True, idempotent_key=True,
+          bounds={"content": "max_input_chars"},
+          refusals=("worker_busy", "worker_stopped")),
     Route(command="StopWorker", method="POST", path="/v1/workers/{worker_id}/stop",
           operation_id="stopWorker", summary="Stop the worker for good", envelope="ack",
           body=True, idempotent_key=True),
@@ -87,13 +110,18 @@ ROUTES: tuple[Route, ...] = (
           body=True, idempotent_key=True),
     Route(command="GetTranscript", method="GET", path="/v1/workers/{worker_id}/transcript",
           operation_id="getTranscript", summary="A page of the transcript",
-          envelope="transcript", query={"start": _I, "limit": _I}),
+          envelope="transcript", query={"start": _I, "limit": _I},
+          bounds={"limit": "max_transcript_page"},
+          refusals=("limit_too_large",)),
     Route(command="ReadEvents", method="GET", path="/v1/events", operation_id="readEvents",
           summary="Events from a cursor; wait seconds to long-poll", envelope=None,
-          query={"cursor": _I, "limit": _I, "wait": _N}, long_poll=True),
+          query={"cursor": _I, "limit": _I, "wait": _N}, long_poll=True,
+          bounds={"limit": "max_event_page", "wait": "max_event_wait_s"},
+          refusals=("limit_too_large",)),
     Route(command="GetDiagnostics", method="GET", path="/v1/diagnostics",
           operation_id="getDiagnostics", summary="Diagnostics", envelope=None,
-          query={"after": _I, "limit": _I}),
+          query={"after": _I, "limit": _I}, bounds={"limit": "max_event_page"},
+          refusals=("limit_too_large",)),
 )  # fmt: skip
 
 ROUTES_BY_COMMAND: Mapping[str, Route] = MappingProxyType({r.command: r for r in ROUTES})
