@@ -21,7 +21,7 @@ from worker_runtime.domain import ProfileSelector, WorkerIntent, WorkerRecord, W
 from worker_runtime.engines import Engine
 from worker_runtime.profiles import Profile, ProfileRegistry
 from worker_runtime.stores.fs import FsStore
-from worker_runtime.stores.fsio import FileOps
+from worker_runtime.stores.fs.fileops import FileOps
 
 RUNTIME_ID = "rt-fs"
 REPO = Path(__file__).resolve().parent.parent

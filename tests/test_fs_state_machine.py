@@ -37,7 +37,8 @@ from worker_runtime.domain import (
     WorkerStatus,
 )
 from worker_runtime.errors import RuntimeUnavailable
-from worker_runtime.stores import IdempotencyRecord, MemoryStore, fs_flush
+from worker_runtime.stores import IdempotencyRecord, MemoryStore
+from worker_runtime.stores.fs import flush as fs_flush
 from worker_runtime.stores.fs import FsStore
 
 from . import strategies

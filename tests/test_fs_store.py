@@ -13,7 +13,7 @@ from worker_runtime import commands as c
 from worker_runtime.clock import new_id
 from worker_runtime.domain import Event, Role, RunStatus, RuntimeRecord, WorkerStatus
 from worker_runtime.errors import IdempotencyKeyReused, RuntimeUnavailable, WorkerNotFound
-from worker_runtime.stores import fs_flush
+from worker_runtime.stores.fs import flush as fs_flush
 from worker_runtime.stores.fs import FsStore
 
 from .fakes import GateEngine

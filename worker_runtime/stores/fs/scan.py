@@ -1,6 +1,6 @@
 """What a crash left: record files, commit lines and logs, each opened as found.
 
-:mod:`fs_load` then decides what was committed and cuts everything back to it.
+``load.py`` then decides what was committed and cuts everything back to it.
 """
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ..domain import is_valid_id
-from .fs_files import EVENTS_TAIL, RUNTIME, Layout, WorkerFiles, load_envelope, open_log
-from .fsio import FileOps
+from ...domain import is_valid_id
+from .fileops import FileOps
 from .jsonl import JsonlLog, LogProblem
+from .layout import EVENTS_TAIL, RUNTIME, Layout, WorkerFiles, load_envelope, open_log
 
 __all__ = ["CODES", "SHARED", "Problems", "Recovery", "journal_lines", "record_files", "report"]
 

@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from ..errors import RuntimeUnavailable
+from ...errors import RuntimeUnavailable
 
 __all__ = ["GroupCommit"]
 

@@ -14,15 +14,15 @@ threads waiting at the same time (``commit.py``). A flush:
 
 Records are replaced atomically in their own files (temp file in the same
 directory, fsync, ``os.replace``, fsync the directory) at checkpoints: in
-the background when the journal grows past a limit (``fs_flush.py``), on
+the background when the journal grows past a limit (``flush.py``), on
 close, and after recovery; the journal is then emptied. Loading
-(``fs_load.py``) rebuilds the committed state from the record files and the
+(``load.py``) rebuilds the committed state from the record files and the
 journal (a last journal line counts only if every log it names got its
 lines) and cuts every log back to it, so after a crash the store is exactly
 as of its last commit: no half-done operation, no entry without its event.
 A flush is cut between two runtime operations (see :meth:`FsStore.bind_lock`).
 Any ``OSError`` fails the store for good (``runtime_unavailable``). The
-layout is in ``fs_files.py``.
+layout is in ``layout.py``.
 """
 
 from __future__ import annotations
@@ -34,15 +34,15 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from ..domain import Diagnostic, Event, Run, RuntimeRecord, TranscriptEntry, WorkerRecord
-from ..errors import ConfigError, RuntimeUnavailable
-from .base import IdempotencyRecord, Store, StoreState, page_after
+from ...domain import Diagnostic, Event, Run, RuntimeRecord, TranscriptEntry, WorkerRecord
+from ...errors import ConfigError, RuntimeUnavailable
+from ..base import IdempotencyRecord, Store, StoreState, page_after
 from .commit import GroupCommit
-from .fs_files import RUNTIME, Layout, WorkerFiles, runtime_envelope, worker_envelope
-from .fs_flush import Batch, Flusher
-from .fs_load import Loaded, load
-from .fsio import FileOps
+from .fileops import FileOps
+from .flush import Batch, Flusher
 from .jsonl import JsonlLog
+from .layout import RUNTIME, Layout, WorkerFiles, runtime_envelope, worker_envelope
+from .load import Loaded, load
 from .lock import DirLock, default_runtime_id
 
 __all__ = ["FsStore"]

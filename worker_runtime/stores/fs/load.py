@@ -29,11 +29,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ..clock import Clock
-from ..domain import Diagnostic, Event, RuntimeRecord, WorkerRecord
-from ..errors import StoreCorrupt
-from .base import IdempotencyRecord, StoreState
-from .fs_files import (
+from ...clock import Clock
+from ...domain import Diagnostic, Event, RuntimeRecord, WorkerRecord
+from ...errors import StoreCorrupt
+from ..base import IdempotencyRecord, StoreState
+from .fileops import FileOps
+from .jsonl import JsonlLog
+from .layout import (
     EVENTS_TAIL,
     OLD_JOURNAL,
     RUNTIME,
@@ -44,9 +46,7 @@ from .fs_files import (
     parse_runtime,
     parse_worker,
 )
-from .fs_scan import Problems, Recovery, journal_lines, record_files, report
-from .fsio import FileOps
-from .jsonl import JsonlLog
+from .scan import Problems, Recovery, journal_lines, record_files, report
 
 __all__ = ["Loaded", "load"]
 

@@ -33,7 +33,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from ..domain import (
+from ...codec import from_json, to_json
+from ...domain import (
     Diagnostic,
     Event,
     Run,
@@ -43,9 +44,8 @@ from ..domain import (
     check_runtime_id,
     check_worker_id,
 )
-from ..wire import from_json, to_json
-from .base import IdempotencyRecord
-from .fsio import FileOps
+from ..base import IdempotencyRecord
+from .fileops import FileOps
 from .jsonl import JsonlLog
 
 __all__ = [
@@ -123,7 +123,7 @@ OLD_JOURNAL = "journal.old.jsonl"  # commit lines whose records are being writte
 
 
 def open_journal(layout: Layout, ops: FileOps, rel: str = JOURNAL) -> JsonlLog[dict[str, Any]]:
-    """The commit journal: one line per flush (see ``fs.py``)."""
+    """The commit journal: one line per flush (see ``store.py``)."""
     return JsonlLog(layout.root, rel, encode=_same, decode=_checked_line, ops=ops)
 
 

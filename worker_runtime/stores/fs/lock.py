@@ -7,9 +7,9 @@ import fcntl
 import os
 from collections.abc import Callable
 
-from ..domain import is_valid_id
-from ..errors import ConfigError
-from .fsio import FileOps
+from ...domain import is_valid_id
+from ...errors import ConfigError
+from .fileops import FileOps
 
 __all__ = ["DEFAULT_RUNTIME_FILE", "DirLock", "default_runtime_id"]
 
