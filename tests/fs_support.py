@@ -107,7 +107,7 @@ class FaultyOps(FileOps):
         self.in_fsync = threading.Event()
         self._paths: dict[int, str] = {}
 
-    def open(self, path: str, flags: int, mode: int = 0o644) -> int:
+    def open(self, path: str, flags: int, mode: int = 0o600) -> int:
         fd = super().open(path, flags, mode)
         self._paths[fd] = path
         return fd
@@ -121,7 +121,7 @@ class FaultyOps(FileOps):
             raise OSError(errno.EIO, os.strerror(errno.EIO))
         super().fsync(fd)
 
-    def write_synced(self, path: str, data: bytes, mode: int = 0o644) -> None:
+    def write_synced(self, path: str, data: bytes, mode: int = 0o600) -> None:
         if self.fail_records and path.endswith(".json.tmp"):
             raise OSError(errno.EIO, os.strerror(errno.EIO))
         super().write_synced(path, data, mode)

@@ -13,8 +13,8 @@ from worker_runtime import commands as c
 from worker_runtime.clock import new_id
 from worker_runtime.domain import Event, Role, RunStatus, RuntimeRecord, WorkerStatus
 from worker_runtime.errors import IdempotencyKeyReused, RuntimeUnavailable, WorkerNotFound
-from worker_runtime.stores.fs import flush as fs_flush
 from worker_runtime.stores.fs import FsStore
+from worker_runtime.stores.fs import flush as fs_flush
 
 from .fakes import GateEngine
 from .fs_support import RUNTIME_ID, FaultyOps, child, open_runtime, read_line

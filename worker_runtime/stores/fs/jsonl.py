@@ -109,15 +109,25 @@ class JsonlLog(Generic[T]):
     def read_all(self, on_corrupt: Callable[[LogProblem], None] | None = None) -> list[T]:
         """Every entry; a bad one raises ``StoreCorrupt`` unless ``on_corrupt`` takes it."""
         items: list[T] = []
+        for item in self.read_marked():
+            if isinstance(item, LogProblem):
+                if on_corrupt is None:
+                    raise StoreCorrupt(item.message, details={"file": self.rel, "line": item.line})
+                on_corrupt(item)
+            else:
+                items.append(item)
+        return items
+
+    def read_marked(self) -> list[T | LogProblem]:
+        """Every entry, a bad one as the :class:`LogProblem` saying where it is."""
+        items: list[T | LogProblem] = []
         if self._count:
             data = self._read_bytes(0, self._size)
             for number, line in enumerate(data.split(b"\n")[: self._count], start=1):
                 try:
                     items.append(self._decode_line(line, number))
                 except StoreCorrupt:
-                    if on_corrupt is None:
-                        raise
-                    on_corrupt(self.files.problem("corrupt", number, "is not a valid record"))
+                    items.append(self.files.problem("corrupt", number, "is not a valid record"))
         items.extend(self._staged)
         return items
 

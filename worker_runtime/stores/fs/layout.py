@@ -49,6 +49,7 @@ from .fileops import FileOps
 from .jsonl import JsonlLog
 
 __all__ = [
+    "COMPACTING",
     "FORMAT",
     "JOURNAL",
     "OLD_JOURNAL",
@@ -64,6 +65,8 @@ __all__ = [
     "worker_envelope",
 ]
 
+COMPACTING = "compacting"
+"""In ``runtime.json`` while a log is being compacted: the length it will have."""
 FORMAT = 1  # changed if the on-disk format ever changes incompatibly
 RUNTIME = ""  # the runtime record's key; worker records are keyed by worker id
 TRANSCRIPT_TAIL = 16  # transcript entries per worker kept in memory
