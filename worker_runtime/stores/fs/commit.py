@@ -16,7 +16,7 @@ A failed flush is never retried: after a failed fsync the kernel may have
 dropped the data, so the failure sticks and every later stage raises
 :class:`~worker_runtime.errors.RuntimeUnavailable`, as does the sync of a
 thread whose own writes were not flushed. A thread that staged nothing since
-its last durable write (a read) still gets its answer: a full disk stops
+its last sync (a read) still gets its answer: a full disk stops
 writes, not reads.
 """
 
@@ -85,8 +85,12 @@ class GroupCommit(Generic[B]):
         """Return once every write staged before the call is durable."""
         with self._cond:
             target = self._staged
+            mine = int(getattr(self._mine, "generation", 0))
+            # This thread is told once that its writes failed; its later syncs
+            # (reads, on a pool thread) concern only what it stages afterwards.
+            self._mine.generation = 0
             while True:
-                if self._failure is not None and self.own_writes_durable():
+                if self._failure is not None and mine <= self._durable:
                     return
                 self.check()
                 if self._durable >= target:
@@ -95,10 +99,6 @@ class GroupCommit(Generic[B]):
                     self._cond.wait()
                 else:
                     self._lead()
-
-    def own_writes_durable(self) -> bool:
-        """True if every write this thread staged is durable (mutex held)."""
-        return int(getattr(self._mine, "generation", 0)) <= self._durable
 
     @property
     def failure(self) -> str | None:

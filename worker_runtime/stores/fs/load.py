@@ -187,6 +187,9 @@ def _runtime(
     are None if ``runtime.json`` is damaged: the logs are then taken as they are."""
     if envelope is None:
         return None, {"events": 0, "events_base": 0, "diagnostics": 0, "idempotency": 0}
+    if isinstance(envelope, dict) and envelope.get("linked"):
+        problems.append(("store_corrupt", str(envelope["damaged"]), None))
+        return None, None
     try:
         return parse_runtime(envelope)
     except ValueError as exc:
@@ -288,6 +291,8 @@ def _settle_worker(
             "store_incomplete_worker",
             f"{rel} is missing: the worker's creation never committed, or the file was lost",
         )
+    if isinstance(envelope, dict) and envelope.get("linked"):
+        raise _Skip("store_corrupt", str(envelope["damaged"]))
     try:
         files.seq, record, ends = parse_worker(envelope, layout, files.worker_id)
     except ValueError as exc:

@@ -125,7 +125,7 @@ def record_files(
         try:
             data = ops.read_file(layout.path(rel))
         except SymlinkFound as exc:
-            envelopes[key] = {"damaged": linked(layout, exc)}
+            envelopes[key] = {"damaged": linked(layout, exc), "linked": True}
             continue
         if data is not None:
             try:
