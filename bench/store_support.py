@@ -29,7 +29,7 @@ from worker_runtime.domain import (
     WorkerRecord,
 )
 from worker_runtime.stores import IdempotencyRecord, MemoryStore
-from worker_runtime.stores.fs_files import Layout, dump, runtime_envelope, worker_envelope
+from worker_runtime.stores.fs.layout import Layout, dump, runtime_envelope, worker_envelope
 from worker_runtime.wire import to_json
 
 REPO = Path(__file__).resolve().parent.parent

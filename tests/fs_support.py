@@ -21,7 +21,7 @@ from worker_runtime.domain import ProfileSelector, WorkerIntent, WorkerRecord, W
 from worker_runtime.engines import Engine
 from worker_runtime.profiles import Profile, ProfileRegistry
 from worker_runtime.stores.fs import FsStore
-from worker_runtime.stores.fsio import FileOps
+from worker_runtime.stores.fs.fileops import FileOps
 
 RUNTIME_ID = "rt-fs"
 REPO = Path(__file__).resolve().parent.parent
@@ -107,7 +107,7 @@ class FaultyOps(FileOps):
         self.in_fsync = threading.Event()
         self._paths: dict[int, str] = {}
 
-    def open(self, path: str, flags: int, mode: int = 0o644) -> int:
+    def open(self, path: str, flags: int, mode: int = 0o600) -> int:
         fd = super().open(path, flags, mode)
         self._paths[fd] = path
         return fd
@@ -121,7 +121,7 @@ class FaultyOps(FileOps):
             raise OSError(errno.EIO, os.strerror(errno.EIO))
         super().fsync(fd)
 
-    def write_synced(self, path: str, data: bytes, mode: int = 0o644) -> None:
+    def write_synced(self, path: str, data: bytes, mode: int = 0o600) -> None:
         if self.fail_records and path.endswith(".json.tmp"):
             raise OSError(errno.EIO, os.strerror(errno.EIO))
         super().write_synced(path, data, mode)

@@ -44,28 +44,48 @@ def _all_events(rt: Runtime) -> list[int]:
 
 def _assert_quarantined(
     rt: Runtime, data_dir: Path, *fragments: str, code: str = "store_corrupt"
-) -> None:
-    with pytest.raises(WorkerNotFound):
-        rt.dispatch(c.GetWorker(worker_id="bad"))
+) -> Runtime:
+    """The damaged worker is reported, moved aside, and its id stays reserved (every
+    command on it is ``store_corrupt`` naming the file) until an operator removes
+    the quarantined files; returns the runtime reopened after that removal."""
     (message,) = [m for m in _diagnostics(rt, code) if "workers/bad/" in m]
     for fragment in fragments:
         assert fragment in message
     assert _diagnostics(rt, "store_quarantined")
-    (kept,) = (runtime_dir(data_dir) / "quarantine").iterdir()
+    (kept,) = (runtime_dir(data_dir) / "quarantine" / "workers").iterdir()
     assert kept.name.startswith("bad-")
-    # The others are untouched, and the id can be used again from scratch.
+    for command in (
+        c.GetWorker(worker_id="bad"),
+        c.SendInput(worker_id="bad", content="x"),
+        c.CreateWorker(worker_id="bad"),
+        c.GetTranscript(worker_id="bad"),
+    ):
+        with pytest.raises(StoreCorrupt) as caught:
+            rt.dispatch(command)
+        assert caught.value.code == "store_corrupt"
+        assert "workers/bad/" in caught.value.message and fragments[0] in caught.value.message
+    assert "bad" not in [w.worker_id for w in rt.dispatch(c.ListWorkers()).workers]
+    # The others are untouched.
     assert rt.dispatch(c.GetWorker(worker_id="good")).transcript_len == 2
+    rt.close()
+    with open_runtime(data_dir) as again, pytest.raises(StoreCorrupt):  # reserved after restart
+        again.dispatch(c.CreateWorker(worker_id="bad"))
+    shutil.rmtree(kept)  # the operator's decision
+    rt = open_runtime(data_dir)
+    with pytest.raises(WorkerNotFound):
+        rt.dispatch(c.GetWorker(worker_id="bad"))
     rt.dispatch(c.CreateWorker(worker_id="bad"))
     _talk(rt, "bad", "fresh")
     page = rt.dispatch(c.GetTranscript(worker_id="bad"))
     assert [e.content for e in page.items] == ["fresh", "fresh"]
+    return rt
 
 
 def test_a_corrupt_worker_record_is_reported_and_moved_aside(tmp_path: Path) -> None:
     _setup(tmp_path)
     (runtime_dir(tmp_path) / "workers/bad/worker.json").write_bytes(b'{"format": 1, "seq": ')
-    with open_runtime(tmp_path) as rt:
-        _assert_quarantined(rt, tmp_path, "workers/bad/worker.json", "line 1")
+    rt = open_runtime(tmp_path)
+    with _assert_quarantined(rt, tmp_path, "workers/bad/worker.json", "line 1") as rt:
         ids = _all_events(rt)
         assert ids == sorted(set(ids))
 
@@ -90,8 +110,9 @@ def test_a_corrupt_line_inside_a_transcript(tmp_path: Path) -> None:
     shutil.rmtree(tmp_path / "runtimes")
     shutil.copytree(saved, tmp_path / "runtimes")
     (runtime_dir(tmp_path) / "workers/bad/transcript.idx").unlink()
-    with open_runtime(tmp_path) as rt:
-        _assert_quarantined(rt, tmp_path, "workers/bad/transcript.jsonl line 4")
+    _assert_quarantined(
+        open_runtime(tmp_path), tmp_path, "workers/bad/transcript.jsonl line 4"
+    ).close()
 
 
 @pytest.mark.parametrize(
@@ -106,8 +127,17 @@ def test_a_missing_worker_file_is_reported(
 ) -> None:
     _setup(tmp_path)
     (runtime_dir(tmp_path) / missing).unlink()
-    with open_runtime(tmp_path) as rt:
-        _assert_quarantined(rt, tmp_path, fragment, code=code)
+    rt = open_runtime(tmp_path)
+    if code != "store_corrupt":
+        # Never acknowledged (or its record lost): moved aside, the id free again.
+        with pytest.raises(WorkerNotFound):
+            rt.dispatch(c.GetWorker(worker_id="bad"))
+        (message,) = [m for m in _diagnostics(rt, code) if "workers/bad/" in m]
+        assert fragment in message
+        rt.dispatch(c.CreateWorker(worker_id="bad"))
+        rt.close()
+        return
+    _assert_quarantined(rt, tmp_path, fragment, code=code).close()
 
 
 @pytest.mark.parametrize("index", ["events.idx", "workers/bad/transcript.idx", "diagnostics.idx"])

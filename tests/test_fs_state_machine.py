@@ -37,8 +37,9 @@ from worker_runtime.domain import (
     WorkerStatus,
 )
 from worker_runtime.errors import RuntimeUnavailable
-from worker_runtime.stores import IdempotencyRecord, MemoryStore, fs_flush
+from worker_runtime.stores import IdempotencyRecord, MemoryStore
 from worker_runtime.stores.fs import FsStore
+from worker_runtime.stores.fs import flush as fs_flush
 
 from . import strategies
 from .fs_support import NOW, RUNTIME_ID, FaultyOps, open_runtime, worker_record

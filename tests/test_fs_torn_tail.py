@@ -30,6 +30,7 @@ from .fs_support import NOW, RUNTIME_ID, FaultyOps, NoSyncOps, runtime_dir, work
 
 FAST = NoSyncOps()  # reopening hundreds of copies: what is on disk matters here, not fsync
 N = 3  # records per log in the fixture
+KEEP = 100 * 365 * 86400.0  # the fixture's idempotency records (stamped NOW) never expire here
 
 
 def _entry(i: int) -> TranscriptEntry:
@@ -119,7 +120,7 @@ def pristine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     so tearing any of the Nth records means that flush never finished."""
     data_dir = tmp_path_factory.mktemp("pristine")
     ops = FaultyOps()
-    store = FsStore.open(str(data_dir), RUNTIME_ID, new_id, ops=ops)
+    store = FsStore.open(str(data_dir), RUNTIME_ID, new_id, idempotency_ttl_s=KEEP, ops=ops)
     store.load()
     store.put_runtime(RuntimeRecord(runtime_id=RUNTIME_ID, display_name=None, created_at=NOW))
     store.put_worker(worker_record())
@@ -165,7 +166,7 @@ def test_every_torn_tail_is_cut_and_the_log_stays_appendable(
         with target.open("r+b") as f:
             f.truncate(offset)
 
-        store = FsStore.open(str(work), RUNTIME_ID, new_id, ops=FAST)
+        store = FsStore.open(str(work), RUNTIME_ID, new_id, idempotency_ttl_s=KEEP, ops=FAST)
         problems = store.load().new_diagnostics
         assert log.read(store) == expected, offset
         # This log reports its torn bytes; the others, their uncommitted last line.
@@ -177,7 +178,7 @@ def test_every_torn_tail_is_cut_and_the_log_stays_appendable(
 
         log.append(store, N - 1)  # the record that was torn, written again
         store.close()
-        reopened = FsStore.open(str(work), RUNTIME_ID, new_id, ops=FAST)
+        reopened = FsStore.open(str(work), RUNTIME_ID, new_id, idempotency_ttl_s=KEEP, ops=FAST)
         assert reopened.load().new_diagnostics == []
         assert log.read(reopened) == [log.make(i) for i in range(N)]
         reopened.close()
@@ -187,7 +188,7 @@ def test_every_torn_tail_is_cut_and_the_log_stays_appendable(
 def test_every_torn_commit_line_uncommits_its_flush(tmp_path: Path) -> None:
     data_dir = tmp_path / "pristine"
     ops = FaultyOps()
-    store = FsStore.open(str(data_dir), RUNTIME_ID, new_id, ops=ops)
+    store = FsStore.open(str(data_dir), RUNTIME_ID, new_id, idempotency_ttl_s=KEEP, ops=ops)
     store.load()
     store.put_worker(worker_record())
     shared = LOGS[:3]  # the runtime-wide logs: the last commit line stays short
@@ -203,7 +204,7 @@ def test_every_torn_commit_line_uncommits_its_flush(tmp_path: Path) -> None:
         _fresh_copy(data_dir, work)
         with (runtime_dir(work) / "journal.jsonl").open("r+b") as f:
             f.truncate(offset)
-        store = FsStore.open(str(work), RUNTIME_ID, new_id, ops=FAST)
+        store = FsStore.open(str(work), RUNTIME_ID, new_id, idempotency_ttl_s=KEEP, ops=FAST)
         problems = store.load().new_diagnostics
         assert ("journal.jsonl" in str(problems)) == (offset != start)
         for log in LOGS[1:3]:  # events: the last one is now an event_lost placeholder
@@ -213,7 +214,7 @@ def test_every_torn_commit_line_uncommits_its_flush(tmp_path: Path) -> None:
         assert store.read_transcript("w", 0, 100) == [_entry(i) for i in range(N - 1)]
         store.append_diagnostic(_diagnostic(N - 1))
         store.close()
-        again = FsStore.open(str(work), RUNTIME_ID, new_id, ops=FAST)
+        again = FsStore.open(str(work), RUNTIME_ID, new_id, idempotency_ttl_s=KEEP, ops=FAST)
         assert again.load().new_diagnostics == []
         assert list(again.read_diagnostics()) == [_diagnostic(i) for i in range(N)]
         again.close()
@@ -225,7 +226,7 @@ def test_trailing_garbage_after_a_crash_is_cut(pristine: Path, tmp_path: Path) -
     events = runtime_dir(tmp_path / "work") / "events.jsonl"
     with events.open("ab") as f:
         f.write(b"\x00" * 100 + b"\n" + b"\x00" * 50)
-    store = FsStore.open(str(tmp_path / "work"), RUNTIME_ID, new_id)
+    store = FsStore.open(str(tmp_path / "work"), RUNTIME_ID, new_id, idempotency_ttl_s=KEEP)
     state = store.load()
     assert state.last_event_id == N
     assert {p[0] for p in state.new_diagnostics} == {"store_torn_tail"}

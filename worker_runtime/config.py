@@ -39,6 +39,8 @@ class RuntimeConfig:
     operation_timeout_s: float = 10.0
     cancel_grace_s: float = 5.0
     max_concurrent_runs: int = 8
+    idempotency_ttl_s: float = 86400.0
+    """How long an idempotency key's first answer is replayed (then compacted away)."""
 
     def __post_init__(self) -> None:
         if self.runtime_id is not None and not is_valid_id(self.runtime_id):

@@ -111,6 +111,7 @@ def create_worker(rt: Runtime, cmd: c.CreateWorker) -> r.WorkerDetail:
     with rt.locked():
         rt.check_available()
         worker_id = cmd.worker_id or _fresh_worker_id(rt)
+        rt.check_not_quarantined(worker_id)
         if worker_id in rt.workers:
             raise WorkerExists(
                 f"worker {worker_id!r} already exists", details={"worker_id": worker_id}

@@ -30,7 +30,7 @@ from .domain import (
     WorkerRef,
     WorkerStatus,
 )
-from .errors import OperationTimeout, RuntimeUnavailable, WorkerNotFound
+from .errors import OperationTimeout, RuntimeUnavailable, StoreCorrupt, WorkerNotFound
 from .follow import follow_events
 from .profiles import Profile, ProfileRegistry
 from .profiles_file import load_profiles
@@ -69,9 +69,12 @@ class Runtime:
         # idempotency record, so both land in the same store commit.
         self._lock = threading.RLock()
         store.bind_lock(self._lock)  # so a group flush never splits an operation
+        store.bind_clock(self.clock, config.idempotency_ttl_s)
         # Long-pollers wait on this; every new event notifies it.
         self.events_changed = threading.Condition(self._lock)
         self.workers: dict[str, WorkerRecord] = {}
+        self.quarantined: dict[str, str] = {}  # reserved ids of damaged workers: why
+        self.unavailable_reason = ""
         self.stopping: set[str] = set()
         self.last_event_id = 0
         self.waiters = 0  # ReadEvents long-polls now waiting (changed under the lock)
@@ -165,7 +168,16 @@ class Runtime:
     def check_available(self) -> None:
         """Raise ``RuntimeUnavailable`` unless the runtime accepts changes (lock held)."""
         if self.status != "running":
-            raise RuntimeUnavailable(f"the runtime is {self.status}", details={"retry_after_s": 1})
+            reason = f": {self.unavailable_reason}" if self.status == "unavailable" else ""
+            raise RuntimeUnavailable(
+                f"the runtime is {self.status}{reason}", details={"retry_after_s": 1}
+            )
+
+    def check_not_quarantined(self, worker_id: str) -> None:
+        """Raise ``StoreCorrupt`` naming the file if the store set ``worker_id`` aside."""
+        why = self.quarantined.get(worker_id)
+        if why is not None:
+            raise StoreCorrupt(why, details={"worker_id": worker_id})
 
     def ref(self, worker_id: str) -> WorkerRef:
         return WorkerRef(runtime_id=self.runtime_id, worker_id=worker_id)
@@ -174,6 +186,7 @@ class Runtime:
         """The worker's record (lock held), or ``WorkerNotFound``."""
         record = self.workers.get(worker_id)
         if record is None:
+            self.check_not_quarantined(worker_id)
             raise WorkerNotFound(
                 f"no worker {worker_id!r} in runtime {self.runtime_id!r}",
                 details={"worker_id": worker_id},
@@ -230,9 +243,10 @@ class Runtime:
         started = time.perf_counter()
         try:
             self.store.sync()
-        except RuntimeUnavailable:
+        except RuntimeUnavailable as exc:
             with self._lock:
                 self.status = "unavailable"
+                self.unavailable_reason = exc.message
             raise
         finally:
             observer = self.sync_observer
@@ -244,6 +258,7 @@ class Runtime:
     def _load(self) -> None:
         state = self.store.load()
         with self._lock:
+            self.quarantined = dict(state.quarantined)
             self.last_event_id = state.last_event_id
             self.diagnostic_count = state.diagnostic_count
             self._last_diagnostic_id = state.last_diagnostic_id

@@ -17,5 +17,10 @@ def open_store(config: RuntimeConfig, new_id: Callable[[str], str]) -> Store:
         from .fs import FsStore
 
         assert config.data_dir is not None  # RuntimeConfig checks this
-        return FsStore.open(config.data_dir, config.runtime_id, new_id)
+        return FsStore.open(
+            config.data_dir,
+            config.runtime_id,
+            new_id,
+            idempotency_ttl_s=config.idempotency_ttl_s,
+        )
     return MemoryStore(config.runtime_id or new_id("rt"))

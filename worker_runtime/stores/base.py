@@ -20,11 +20,22 @@ import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
+from ..clock import Clock
 from ..domain import Diagnostic, Event, Run, RuntimeRecord, TranscriptEntry, WorkerRecord
 
-__all__ = ["IdempotencyRecord", "Store", "StoreState", "page_after"]
+__all__ = [
+    "DEFAULT_IDEMPOTENCY_TTL_S",
+    "IdempotencyExpiry",
+    "IdempotencyRecord",
+    "Store",
+    "StoreState",
+    "page_after",
+]
+
+DEFAULT_IDEMPOTENCY_TTL_S = 86400.0
 
 
 def page_after(
@@ -47,6 +58,33 @@ class IdempotencyRecord:
     created_at: str
 
 
+@dataclass(frozen=True, slots=True)
+class IdempotencyExpiry:
+    """When idempotency records expire: ``ttl_s`` after ``created_at``, by ``clock``
+    (the runtime's, so tests move time without sleeping)."""
+
+    clock: Clock
+    ttl_s: float
+
+    def cutoff(self) -> datetime:
+        """Records created before this have expired."""
+        try:
+            return _parse_time(self.clock.now()) - timedelta(seconds=self.ttl_s)
+        except OverflowError:  # a TTL longer than the calendar: nothing expires
+            return datetime.min.replace(tzinfo=UTC)
+
+    def expired(self, record: IdempotencyRecord, cutoff: datetime | None = None) -> bool:
+        try:
+            created = _parse_time(record.created_at)
+        except ValueError:
+            return True  # an unreadable time cannot prove the record is still fresh
+        return created < (cutoff or self.cutoff())
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
 @dataclass(kw_only=True, slots=True)
 class StoreState:
     """What :meth:`Store.load` found: everything the runtime keeps in memory.
@@ -63,6 +101,10 @@ class StoreState:
     last_diagnostic_id: int = 0
     new_diagnostics: list[tuple[str, str, str | None]] = field(default_factory=list)
     """(code, message, worker_id or None) for problems found while loading."""
+    quarantined: dict[str, str] = field(default_factory=dict)
+    """Worker ids the store set aside as damaged, each with a message naming the
+    file: the ids stay reserved (every command on one is ``store_corrupt``)
+    until an operator removes the quarantined files."""
 
 
 class Store(ABC):
@@ -70,6 +112,8 @@ class Store(ABC):
 
     kind: ClassVar[str]
     runtime_id: str
+    expiry: IdempotencyExpiry = IdempotencyExpiry(Clock(), DEFAULT_IDEMPOTENCY_TTL_S)
+    """Set by :meth:`bind_clock`; until then, the wall clock and the default TTL."""
 
     @abstractmethod
     def load(self) -> StoreState:
@@ -117,15 +161,22 @@ class Store(ABC):
 
     @abstractmethod
     def get_idempotency(self, key: str) -> IdempotencyRecord | None:
-        """The stored answer for ``key``, or None."""
+        """The stored answer for ``key``, or None (also once it has expired)."""
 
     @abstractmethod
     def put_idempotency(self, record: IdempotencyRecord) -> None:
-        """Remember the first answer for ``record.key``."""
+        """Remember the first answer for ``record.key`` (replacing an expired one).
+        Expired records are compacted away (dropped from memory, and from files
+        at checkpoints)."""
 
     @abstractmethod
     def sync(self) -> None:
         """Block until every write staged so far is durable."""
+
+    def bind_clock(self, clock: Clock, idempotency_ttl_s: float) -> None:
+        """Called once by the runtime: idempotency records expire ``idempotency_ttl_s``
+        after they were made, by ``clock``; an expired key is unknown again."""
+        self.expiry = IdempotencyExpiry(clock, idempotency_ttl_s)
 
     def bind_lock(self, lock: contextlib.AbstractContextManager[Any]) -> None:  # noqa: B027 - optional hook
         """Called once by the runtime with the lock it holds while it stages an

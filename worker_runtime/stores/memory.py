@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from ..domain import Diagnostic, Event, Run, RuntimeRecord, TranscriptEntry, WorkerRecord
 from .base import IdempotencyRecord, Store, StoreState, page_after
+from .idempotency import fresh_idempotency, put_fresh_idempotency
 
 __all__ = ["MemoryStore"]
 
@@ -72,10 +73,10 @@ class MemoryStore(Store):
         return page_after(self._diagnostics, after, limit)
 
     def get_idempotency(self, key: str) -> IdempotencyRecord | None:
-        return self._idempotency.get(key)
+        return fresh_idempotency(self._idempotency, key, self.expiry)
 
     def put_idempotency(self, record: IdempotencyRecord) -> None:
-        self._idempotency.setdefault(record.key, record)
+        put_fresh_idempotency(self._idempotency, record, self.expiry)
 
     def sync(self) -> None:
         return None

@@ -1,6 +1,6 @@
 """What a crash left: record files, commit lines and logs, each opened as found.
 
-:mod:`fs_load` then decides what was committed and cuts everything back to it.
+``load.py`` then decides what was committed and cuts everything back to it.
 """
 
 from __future__ import annotations
@@ -8,15 +8,23 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ..domain import is_valid_id
-from .fs_files import EVENTS_TAIL, RUNTIME, Layout, WorkerFiles, load_envelope, open_log
-from .fsio import FileOps
+from ...domain import is_valid_id
+from .fileops import FileOps, SymlinkFound, check_dir
 from .jsonl import JsonlLog, LogProblem
+from .layout import EVENTS_TAIL, RUNTIME, Layout, WorkerFiles, load_envelope, open_log
+from .quarantine import Problems, move_aside
 
-__all__ = ["CODES", "SHARED", "Problems", "Recovery", "journal_lines", "record_files", "report"]
+__all__ = [
+    "CODES",
+    "SHARED",
+    "Problems",
+    "Recovery",
+    "journal_lines",
+    "linked",
+    "record_files",
+    "report",
+]
 
-Problems = list[tuple[str, str, str | None]]
-"""Diagnostics for the runtime: (code, message, worker id or None)."""
 SHARED = ("events", "diagnostics", "idempotency")
 CODES = {"torn": "store_torn_tail", "corrupt": "store_corrupt", "index": "store_index_rebuilt"}
 
@@ -33,19 +41,33 @@ class Recovery:
             )
             for name in SHARED
         }
-        self.on_disk = worker_dirs(layout)
+        self.on_disk, self.linked = worker_dirs(layout)
         self.files: dict[str, WorkerFiles] = {}
         self.found: dict[str, Problems] = {}  # problems of each worker's logs
 
     def recover_logs(self, worker_ids: set[str]) -> None:
         """Open every log as the crash left it (torn tails cut, indexes updated)."""
-        for log in self.shared.values():
-            report(log.recover(), self.problems, None)
+        for name, log in self.shared.items():
+            try:
+                report(log.recover(), self.problems, None)
+            except SymlinkFound as exc:
+                # Moved aside as a link: the log then holds fewer records than
+                # were committed, which loading reports with both counts.
+                self.problems.append(("store_corrupt", linked(self.layout, exc), None))
+                rels = [log.rel, os.path.relpath(log.index_path, self.layout.root)]
+                move_aside(self.layout, self.ops, name, rels, self.problems, None)
         for worker_id in sorted(worker_ids):
             files = WorkerFiles.create(self.layout, worker_id, 0, self.ops)
             found: Problems = []
-            for log in files.logs():
-                report(log.recover(), found, worker_id)
+            if worker_id in self.linked:
+                path = self.layout.path(self.layout.worker_rel(worker_id)).rstrip("/")
+                found.append(("store_corrupt", linked(self.layout, SymlinkFound(path)), worker_id))
+            else:
+                for log in files.logs():
+                    try:
+                        report(log.recover(), found, worker_id)
+                    except SymlinkFound as exc:
+                        found.append(("store_corrupt", linked(self.layout, exc), worker_id))
             self.files[worker_id], self.found[worker_id] = files, found
 
     def log(self, key: str, name: str) -> JsonlLog[Any] | None:
@@ -59,6 +81,8 @@ class Recovery:
     def reached(self, line: dict[str, Any]) -> bool:
         """True if every log the journal ``line`` names is as long as it says."""
         for key, envelope in line["records"].items():
+            if key in self.linked:
+                continue  # never opened: it is reported and moved aside
             ends = envelope.get("ends") if isinstance(envelope, dict) else None
             for name, end in (ends or {}).items():
                 log = self.log(key, name) if name != "events_base" else None
@@ -67,21 +91,42 @@ class Recovery:
         return True
 
 
-def worker_dirs(layout: Layout) -> set[str]:
-    try:
-        return {e.name for e in os.scandir(layout.workers) if e.is_dir() and is_valid_id(e.name)}
-    except FileNotFoundError:
-        return set()
+def worker_dirs(layout: Layout) -> tuple[set[str], set[str]]:
+    """Every worker directory's id (links included), and the ids that are links."""
+    check_dir(layout.workers)
+    on_disk: set[str] = set()
+    links: set[str] = set()
+    for entry in os.scandir(layout.workers):
+        if not is_valid_id(entry.name):
+            continue
+        if entry.is_symlink():
+            on_disk.add(entry.name)
+            links.add(entry.name)
+        elif entry.is_dir(follow_symlinks=False):
+            on_disk.add(entry.name)
+    return on_disk, links
 
 
-def record_files(layout: Layout, ops: FileOps, worker_ids: set[str]) -> dict[str, Any]:
+def linked(layout: Layout, found: SymlinkFound) -> str:
+    """The message for a link found where the store keeps its own file."""
+    rel = os.path.relpath(str(found.filename), layout.root)
+    return f"{rel} is a symbolic link: the store never follows one (left untouched, moved aside)"
+
+
+def record_files(
+    layout: Layout, ops: FileOps, worker_ids: set[str], links: set[str]
+) -> dict[str, Any]:
     """The envelope in each record file, by key; a damaged one is kept as
     ``{"damaged": why}`` so that parsing it fails and says why."""
     envelopes: dict[str, Any] = {}
     rels = [(RUNTIME, "runtime.json")]
-    rels += [(wid, layout.worker_rel(wid, "worker.json")) for wid in sorted(worker_ids)]
+    rels += [(wid, layout.worker_rel(wid, "worker.json")) for wid in sorted(worker_ids - links)]
     for key, rel in rels:
-        data = ops.read_file(layout.path(rel))
+        try:
+            data = ops.read_file(layout.path(rel))
+        except SymlinkFound as exc:
+            envelopes[key] = {"damaged": linked(layout, exc), "linked": True}
+            continue
         if data is not None:
             try:
                 envelopes[key] = load_envelope(data)

@@ -7,9 +7,9 @@ import fcntl
 import os
 from collections.abc import Callable
 
-from ..domain import is_valid_id
-from ..errors import ConfigError
-from .fsio import FileOps
+from ...domain import is_valid_id
+from ...errors import ConfigError
+from .fileops import FileOps
 
 __all__ = ["DEFAULT_RUNTIME_FILE", "DirLock", "default_runtime_id"]
 
@@ -30,7 +30,7 @@ class DirLock:
     @classmethod
     def acquire(cls, path: str) -> DirLock:
         """Lock ``path`` or raise ``ConfigError`` naming the directory and its owner."""
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

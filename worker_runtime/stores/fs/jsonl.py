@@ -5,7 +5,7 @@ offset of every line as a little-endian u64, so entry ``i`` is found with
 one small read at ``8 * i``: a page costs O(limit), never O(log length).
 
 The index is derived data: written after the log, never fsynced; opening a
-log after a crash (``jsonl_recovery.py``) checks it and rebuilds what is missing.
+log after a crash (``recovery.py``) checks it and rebuilds what is missing.
 
 The last ``keep`` entries stay in memory too, so the reads that matter most
 (a long-poll on the newest events, the end of a transcript) touch no file.
@@ -18,19 +18,22 @@ group-commit leader calls; it keeps its append descriptors open between flushes.
 
 from __future__ import annotations
 
+import itertools
 import json
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from ..errors import StoreCorrupt
-from .fsio import FileOps
-from .jsonl_recovery import OFFSET, LogProblem, LogRecovery
+from ...errors import StoreCorrupt
+from .fileops import FileOps
+from .recovery import OFFSET, LogFiles, LogProblem, cut, recover, write_index
 
 __all__ = ["JsonlLog", "LogProblem", "Written", "encode_line"]
 
 T = TypeVar("T")
+log = logging.getLogger("worker_runtime.stores")
 _DECODE_ERRORS = (ValueError, TypeError, KeyError, AttributeError)
 
 
@@ -49,7 +52,7 @@ class Written:
     index: bytes
 
 
-class JsonlLog(LogRecovery, Generic[T]):
+class JsonlLog(Generic[T]):
     """A log of ``T`` values; ``rel`` is its path under ``root`` (used in messages)."""
 
     def __init__(
@@ -65,6 +68,7 @@ class JsonlLog(LogRecovery, Generic[T]):
         self.rel = rel
         self.path = os.path.join(root, rel)
         self.index_path = self.path.removesuffix(".jsonl") + ".idx"
+        self.files = LogFiles(rel=rel, path=self.path, index_path=self.index_path, ops=ops)
         self._encode = encode
         self._decode = decode
         self._ops = ops
@@ -105,28 +109,82 @@ class JsonlLog(LogRecovery, Generic[T]):
     def read_all(self, on_corrupt: Callable[[LogProblem], None] | None = None) -> list[T]:
         """Every entry; a bad one raises ``StoreCorrupt`` unless ``on_corrupt`` takes it."""
         items: list[T] = []
+        for item in self.read_marked():
+            if isinstance(item, LogProblem):
+                if on_corrupt is None:
+                    raise StoreCorrupt(item.message, details={"file": self.rel, "line": item.line})
+                on_corrupt(item)
+            else:
+                items.append(item)
+        return items
+
+    def read_marked(self) -> list[T | LogProblem]:
+        """Every entry, a bad one as the :class:`LogProblem` saying where it is."""
+        items: list[T | LogProblem] = []
         if self._count:
             data = self._read_bytes(0, self._size)
             for number, line in enumerate(data.split(b"\n")[: self._count], start=1):
                 try:
                     items.append(self._decode_line(line, number))
                 except StoreCorrupt:
-                    if on_corrupt is None:
-                        raise
-                    on_corrupt(self._problem("corrupt", number, "is not a valid record"))
+                    items.append(self.files.problem("corrupt", number, "is not a valid record"))
         items.extend(self._staged)
         return items
 
     def _read_file(self, start: int, end: int) -> list[T]:
-        offsets = self._offsets(start, end - start + 1 if end < self._count else end - start)
-        if end == self._count:
-            offsets.append(self._size)
-        data = self._read_bytes(offsets[0], offsets[-1] - offsets[0])
+        offsets = self._checked_offsets(start, end)
         base = offsets[0]
+        data = self._read_bytes(base, offsets[-1] - base)
         return [
             self._decode_line(data[offsets[i] - base : offsets[i + 1] - base - 1], start + i + 1)
             for i in range(end - start)
         ]
+
+    def _checked_offsets(self, start: int, end: int) -> list[int]:
+        """Offsets of entries ``start .. end`` (the last one: where ``end - 1`` ends),
+        checked against the log: each must start a line. The index is derived data,
+        so one that disagrees is rebuilt from the log (under the store's mutex, for
+        written entries only: a leader's append writes past them), never blamed on it."""
+        n = end - start + 1 if end < self._count else end - start
+        offsets = self._offsets(start, n)
+        if end == self._count:
+            offsets.append(self._size)
+        if len(offsets) == end - start + 1 and self._lines_start_at(start, offsets):
+            return offsets
+        log.warning("%s: its offset index disagrees with the log; rebuilding it", self.rel)
+        return self._rebuild_index()[start : end + 1]
+
+    def _lines_start_at(self, start: int, offsets: list[int]) -> bool:
+        if (offsets[0] == 0) != (start == 0) or offsets[-1] > self._size:
+            return False
+        before = min(offsets[0], 1)
+        data = self._read_bytes(offsets[0] - before, offsets[-1] - offsets[0] + before)
+        if before and data[:1] != b"\n":
+            return False
+        base = offsets[0] - before
+        for a, b in itertools.pairwise(offsets):
+            line = data[a - base : b - base]
+            if b <= a or line[-1:] != b"\n" or line.count(b"\n") != 1:
+                return False
+        return True
+
+    def _rebuild_index(self) -> list[int]:
+        """Every written entry's offset (and the end), from the log; written to the index."""
+        data = self._read_bytes(0, self._size)
+        offsets = [0]
+        for line in data.split(b"\n")[:-1]:
+            offsets.append(offsets[-1] + len(line) + 1)
+        if len(offsets) != self._count + 1 or offsets[-1] != self._size:
+            raise StoreCorrupt(
+                f"{self.rel} has {len(offsets) - 1} lines where {self._count} were written",
+                details={"file": self.rel},
+            )
+        idx = self._ops.open(self.index_path, os.O_WRONLY | os.O_CREAT)
+        try:
+            self._ops.pwrite(idx, b"".join(OFFSET.pack(o) for o in offsets[:-1]), 0)
+        finally:
+            self._ops.close(idx)
+        return offsets
 
     def _offsets(self, start: int, n: int) -> list[int]:
         idx = self._ops.open(self.index_path, os.O_RDONLY)
@@ -134,12 +192,7 @@ class JsonlLog(LogRecovery, Generic[T]):
             chunk = self._ops.pread(idx, 8 * n, 8 * start)
         finally:
             self._ops.close(idx)
-        if len(chunk) != 8 * n:
-            raise StoreCorrupt(
-                f"{self.rel}: its index is shorter than the log",
-                details={"file": self.rel},
-            )
-        return [v for (v,) in OFFSET.iter_unpack(chunk)]
+        return [v for (v,) in OFFSET.iter_unpack(chunk[: len(chunk) // 8 * 8])]
 
     def _read_bytes(self, offset: int, size: int) -> bytes:
         fd = self._ops.open(self.path, os.O_RDONLY)
@@ -183,15 +236,18 @@ class JsonlLog(LogRecovery, Generic[T]):
 
     def prepare(self, items: list[T]) -> Written:
         """Encode ``items`` for :meth:`write` (the leader, holding no lock)."""
+        return self._encoded(items, self._size)
+
+    def _encoded(self, items: list[T], position: int) -> Written:
         lines = [encode_line(self._encode(item)) for item in items]
         offsets: list[int] = []
-        position = self._size
+        start = position
         for line in lines:
             offsets.append(position)
             position += len(line)
         return Written(
             entries=len(items),
-            nbytes=position - self._size,
+            nbytes=position - start,
             data=b"".join(lines),
             index=b"".join(OFFSET.pack(o) for o in offsets),
         )
@@ -232,3 +288,38 @@ class JsonlLog(LogRecovery, Generic[T]):
     @property
     def has_open_files(self) -> bool:
         return self._fd >= 0
+
+    # -- opening and compacting (the store's, before or after any flush) ------------
+
+    def recover(self) -> list[LogProblem]:
+        """Open the log as a crash left it: cut an incomplete tail, update the index."""
+        found = recover(self.files)
+        self._count, self._size, self._exists = found.count, found.size, found.exists
+        return found.problems
+
+    def cut_to(self, count: int, why: str) -> LogProblem:
+        """Cut every entry from ``count`` on (at open, before any write), kept aside."""
+        offset = self._checked_offsets(count, count + 1)[0] if count < self._count else self._size
+        fd = self._ops.open(self.path, os.O_RDWR)
+        try:
+            problem = cut(self.files, fd, offset, self._size, count + 1, why)
+        finally:
+            self._ops.close(fd)
+        write_index(self.files, [], count, count)
+        self._count, self._size = count, offset
+        return problem
+
+    def rewrite(self, items: list[T]) -> None:
+        """Replace the whole log by ``items`` atomically (no flush may run): temp
+        files, fsync, rename, fsync the directory. Nothing may be staged."""
+        assert not self._staged, "rewrite with staged entries"
+        self.close_files()
+        written = self._encoded(items, 0)
+        directory = os.path.dirname(self.path)
+        self._ops.write_synced(self.index_path + ".tmp", written.index)
+        self._ops.write_synced(self.path + ".tmp", written.data)
+        self._ops.replace(self.index_path + ".tmp", self.index_path)
+        self._ops.replace(self.path + ".tmp", self.path)
+        self._ops.fsync_dir(directory)
+        self._count, self._size, self._exists = written.entries, written.nbytes, True
+        self._tail = items[-self._keep :] if self._keep else []

@@ -33,7 +33,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from ..domain import (
+from ...codec import from_json, to_json
+from ...domain import (
     Diagnostic,
     Event,
     Run,
@@ -43,12 +44,12 @@ from ..domain import (
     check_runtime_id,
     check_worker_id,
 )
-from ..wire import from_json, to_json
-from .base import IdempotencyRecord
-from .fsio import FileOps
+from ..base import IdempotencyRecord
+from .fileops import FileOps
 from .jsonl import JsonlLog
 
 __all__ = [
+    "COMPACTING",
     "FORMAT",
     "JOURNAL",
     "OLD_JOURNAL",
@@ -64,6 +65,8 @@ __all__ = [
     "worker_envelope",
 ]
 
+COMPACTING = "compacting"
+"""In ``runtime.json`` while a log is being compacted: the length it will have."""
 FORMAT = 1  # changed if the on-disk format ever changes incompatibly
 RUNTIME = ""  # the runtime record's key; worker records are keyed by worker id
 TRANSCRIPT_TAIL = 16  # transcript entries per worker kept in memory
@@ -123,7 +126,7 @@ OLD_JOURNAL = "journal.old.jsonl"  # commit lines whose records are being writte
 
 
 def open_journal(layout: Layout, ops: FileOps, rel: str = JOURNAL) -> JsonlLog[dict[str, Any]]:
-    """The commit journal: one line per flush (see ``fs.py``)."""
+    """The commit journal: one line per flush (see ``store.py``)."""
     return JsonlLog(layout.root, rel, encode=_same, decode=_checked_line, ops=ops)
 
 

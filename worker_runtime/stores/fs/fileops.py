@@ -1,5 +1,11 @@
 """Low-level file operations of the fs store: explicit fsyncs, no swallowed ``OSError``.
 
+Nothing here follows a symbolic link: files are opened with ``O_NOFOLLOW``
+and an existing directory is checked with ``lstat``; one found raises
+:class:`SymlinkFound` (an ``OSError``), so nothing is read, cut or written
+through a link planted in the data directory. Directories are created 0700
+and files 0600: transcripts are nobody else's business.
+
 Every system call that changes a file goes through one :class:`FileOps`
 object, so a test can inject a failing ``write`` or ``fsync`` with a small
 subclass (a fake, not a mock). Nothing here retries: after a failed fsync
@@ -9,19 +15,37 @@ treat the store as failed.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["FileOps", "Parallel"]
+__all__ = ["DIR_MODE", "FILE_MODE", "FileOps", "Parallel", "SymlinkFound", "check_dir"]
+
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+
+
+class SymlinkFound(OSError):
+    """A symbolic link (or a non-directory) where the store expects its own file or
+    directory; it is never followed."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(errno.ELOOP, "a symbolic link, never followed", path)
 
 
 class FileOps:
     """The file system calls the fs store makes (override to inject faults)."""
 
-    def open(self, path: str, flags: int, mode: int = 0o644) -> int:
-        return os.open(path, flags | os.O_CLOEXEC, mode)
+    def open(self, path: str, flags: int, mode: int = FILE_MODE) -> int:
+        try:
+            return os.open(path, flags | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise SymlinkFound(path) from None
+            raise
 
     def close(self, fd: int) -> None:
         os.close(fd)
@@ -65,14 +89,21 @@ class FileOps:
     def mkdir(self, path: str) -> bool:
         """Create ``path``; True if it was created, False if it existed."""
         try:
-            os.mkdir(path, 0o755)
+            os.mkdir(path, DIR_MODE)
         except FileExistsError:
+            check_dir(path)
             return False
         return True
 
     def fsync_dir(self, path: str) -> None:
         """Make the directory's entries (creates, renames) durable."""
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW
+        try:
+            fd = os.open(path, flags)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise SymlinkFound(path) from None
+            raise
         try:
             self.fsync(fd)
         finally:
@@ -80,7 +111,7 @@ class FileOps:
 
     # -- compound operations --------------------------------------------------
 
-    def write_synced(self, path: str, data: bytes, mode: int = 0o644) -> None:
+    def write_synced(self, path: str, data: bytes, mode: int = FILE_MODE) -> None:
         """Write ``path`` from scratch and fsync it (the first half of an atomic replace)."""
         fd = self.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
         try:
@@ -89,7 +120,7 @@ class FileOps:
         finally:
             self.close(fd)
 
-    def atomic_write(self, path: str, data: bytes, mode: int = 0o644) -> None:
+    def atomic_write(self, path: str, data: bytes, mode: int = FILE_MODE) -> None:
         """Replace ``path`` atomically: temp file in the same directory, fsync,
         ``os.replace``, fsync the directory. Readers see the old or the new file."""
         temp = path + ".tmp"
@@ -98,12 +129,19 @@ class FileOps:
         self.fsync_dir(os.path.dirname(path))
 
     def makedirs(self, path: str) -> None:
-        """Create ``path`` and missing parents, fsyncing each new entry's parent."""
+        """Create the data directory ``path`` and missing parents, fsyncing each new
+        entry's parent. The operator's own path may pass through links; the
+        store's directories below it are made with :meth:`mkdir`, which checks."""
         parent = os.path.dirname(path)
         if parent and parent != path and not os.path.isdir(parent):
             self.makedirs(parent)
-        if self.mkdir(path):
-            self.fsync_dir(parent or ".")
+        try:
+            os.mkdir(path, DIR_MODE)
+        except FileExistsError:
+            if not os.path.isdir(path):
+                raise NotADirectoryError(errno.ENOTDIR, "not a directory", path) from None
+            return
+        self.fsync_dir(parent or ".")
 
     def read_file(self, path: str) -> bytes | None:
         """The whole file, or None if it does not exist."""
@@ -122,6 +160,12 @@ class FileOps:
         self.write_synced(aside, data)
         self.fsync_dir(os.path.dirname(path))
         return aside
+
+
+def check_dir(path: str) -> None:
+    """Raise :class:`SymlinkFound` unless ``path`` is a real directory (``lstat``)."""
+    if not stat.S_ISDIR(os.lstat(path).st_mode):
+        raise SymlinkFound(path)
 
 
 class Parallel:

@@ -14,15 +14,15 @@ threads waiting at the same time (``commit.py``). A flush:
 
 Records are replaced atomically in their own files (temp file in the same
 directory, fsync, ``os.replace``, fsync the directory) at checkpoints: in
-the background when the journal grows past a limit (``fs_flush.py``), on
+the background when the journal grows past a limit (``flush.py``), on
 close, and after recovery; the journal is then emptied. Loading
-(``fs_load.py``) rebuilds the committed state from the record files and the
+(``load.py``) rebuilds the committed state from the record files and the
 journal (a last journal line counts only if every log it names got its
 lines) and cuts every log back to it, so after a crash the store is exactly
 as of its last commit: no half-done operation, no entry without its event.
 A flush is cut between two runtime operations (see :meth:`FsStore.bind_lock`).
 Any ``OSError`` fails the store for good (``runtime_unavailable``). The
-layout is in ``fs_files.py``.
+layout is in ``layout.py``.
 """
 
 from __future__ import annotations
@@ -34,16 +34,25 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from ..domain import Diagnostic, Event, Run, RuntimeRecord, TranscriptEntry, WorkerRecord
-from ..errors import ConfigError, RuntimeUnavailable
-from .base import IdempotencyRecord, Store, StoreState, page_after
+from ...clock import Clock
+from ...domain import Diagnostic, Event, Run, RuntimeRecord, TranscriptEntry, WorkerRecord
+from ...errors import ConfigError, RuntimeUnavailable, StoreCorrupt
+from ..base import (
+    DEFAULT_IDEMPOTENCY_TTL_S,
+    IdempotencyExpiry,
+    IdempotencyRecord,
+    Store,
+    StoreState,
+)
+from ..idempotency import fresh_idempotency, put_fresh_idempotency
 from .commit import GroupCommit
-from .fs_files import RUNTIME, Layout, WorkerFiles, runtime_envelope, worker_envelope
-from .fs_flush import Batch, Flusher
-from .fs_load import Loaded, load
-from .fsio import FileOps
+from .fileops import FileOps, SymlinkFound
+from .flush import Batch, Flusher
 from .jsonl import JsonlLog
+from .layout import COMPACTING, RUNTIME, Layout, WorkerFiles, runtime_envelope, worker_envelope
+from .load import Loaded, load
 from .lock import DirLock, default_runtime_id
+from .pages import DiagnosticPages
 
 __all__ = ["FsStore"]
 
@@ -58,8 +67,16 @@ class FsStore(Store):
 
     kind = "fs"
 
-    def __init__(self, layout: Layout, lock: DirLock, ops: FileOps, loaded: Loaded) -> None:
+    def __init__(
+        self,
+        layout: Layout,
+        lock: DirLock,
+        ops: FileOps,
+        loaded: Loaded,
+        idempotency_ttl_s: float = DEFAULT_IDEMPOTENCY_TTL_S,
+    ) -> None:
         self.runtime_id = layout.runtime_id
+        self.expiry = IdempotencyExpiry(Clock(), idempotency_ttl_s)
         self.layout = layout
         self._lock_file = lock
         self._ops = ops
@@ -68,7 +85,7 @@ class FsStore(Store):
         self._runtime = loaded.runtime
         self._events, self._events_base = loaded.events, loaded.events_base
         self._diagnostics = loaded.diagnostics
-        self._diagnostic_cache: list[Diagnostic] | None = None
+        self._diagnostic_pages: DiagnosticPages | None = None  # read on first use
         self._idempotency_log = loaded.idempotency_log
         self._idempotency = loaded.idempotency
         self._workers = loaded.workers
@@ -83,6 +100,7 @@ class FsStore(Store):
         self._closed = False
         try:  # records the journal had newer versions of are written to their files now
             self._flusher.checkpoint({key: self._envelope(key)() for key in loaded.stale})
+            self._compact_idempotency()
         except BaseException:
             self._flusher.close()
             raise
@@ -98,6 +116,7 @@ class FsStore(Store):
         new_id: Callable[[str], str],
         *,
         ops: FileOps | None = None,
+        idempotency_ttl_s: float = DEFAULT_IDEMPOTENCY_TTL_S,
     ) -> FsStore:
         """Lock and load the runtime ``runtime_id`` under ``data_dir``; without an
         id, the one created on first use of ``data_dir`` (made with ``new_id``)."""
@@ -108,15 +127,22 @@ class FsStore(Store):
             if runtime_id is None:
                 runtime_id = default_runtime_id(data_dir, new_id, ops)
             layout = Layout(data_dir, runtime_id)
-            ops.makedirs(layout.workers)
+            for directory in (os.path.dirname(layout.root), layout.root, layout.workers):
+                if ops.mkdir(directory):
+                    ops.fsync_dir(os.path.dirname(directory))
             lock = DirLock.acquire(layout.path("lock"))
+        except SymlinkFound as exc:
+            raise _linked(data_dir, exc) from None
         except OSError as exc:
             raise ConfigError(
                 f"cannot use the data directory {data_dir}: {exc.strerror}",
                 details={"data_dir": data_dir},
             ) from exc
         try:
-            return cls(layout, lock, ops, load(layout, ops))
+            return cls(layout, lock, ops, load(layout, ops), idempotency_ttl_s)
+        except SymlinkFound as exc:
+            lock.release()
+            raise _linked(layout.root, exc) from None
         except OSError as exc:
             lock.release()
             raise RuntimeUnavailable(
@@ -174,14 +200,13 @@ class FsStore(Store):
         with self._mutex:
             self._commit.staged()
             self._stage(RUNTIME, self._diagnostics, diagnostic)
-            if self._diagnostic_cache is not None:
-                self._diagnostic_cache.append(diagnostic)
+            if self._diagnostic_pages is not None:
+                self._diagnostic_pages.append(diagnostic)
 
     def put_idempotency(self, record: IdempotencyRecord) -> None:
         with self._mutex:
             self._commit.staged()
-            if record.key not in self._idempotency:
-                self._idempotency[record.key] = record
+            if put_fresh_idempotency(self._idempotency, record, self.expiry):
                 self._stage(RUNTIME, self._idempotency_log, record)
 
     def _files(self, worker_id: str) -> WorkerFiles:
@@ -219,18 +244,20 @@ class FsStore(Store):
 
     def read_diagnostics(self, after: int = 0, limit: int | None = None) -> Sequence[Diagnostic]:
         with self._mutex, self._reading():
-            if self._diagnostic_cache is None:
-                self._diagnostic_cache = self._diagnostics.read_all()
-            return page_after(self._diagnostic_cache, after, limit)
+            if self._diagnostic_pages is None:
+                self._diagnostic_pages = DiagnosticPages(self._diagnostics.read_marked())
+            return self._diagnostic_pages.page(after, limit)
 
     def get_idempotency(self, key: str) -> IdempotencyRecord | None:
         with self._mutex:
-            return self._idempotency.get(key)
+            return fresh_idempotency(self._idempotency, key, self.expiry)
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[None]:
         try:
             yield
+        except SymlinkFound as exc:
+            raise _linked(self.layout.root, exc) from None
         except OSError as exc:
             raise RuntimeUnavailable(
                 f"the store could not be read: {exc.strerror}", details={"retry_after_s": 1}
@@ -248,15 +275,34 @@ class FsStore(Store):
         self._closed = True
         try:
             self._commit.sync()
+            with self._mutex:
+                self._commit.check()  # a failed flush: nothing more is written
             self._commit.close("the store is closed")
             try:
                 self._flusher.checkpoint()
+                self._compact_idempotency()
             except OSError as exc:
                 raise RuntimeUnavailable(f"the store could not checkpoint: {exc.strerror}") from exc
         finally:
             self._commit.close("the store is closed")
             self._flusher.close()
             self._lock_file.release()
+
+    def _compact_idempotency(self) -> None:
+        """Rewrite ``idempotency.jsonl`` without expired records (no flush can run).
+
+        The runtime record first says which length the log is being compacted
+        to, then the log is replaced, then the record says that length alone: a
+        crash in between leaves a log loading accepts at either length."""
+        log, cutoff = self._idempotency_log, self.expiry.cutoff()
+        kept = [r for r in self._idempotency.values() if not self.expiry.expired(r, cutoff)]
+        if len(kept) == log.count:
+            return
+        pending = {**self._envelope(RUNTIME)(), COMPACTING: {"idempotency": len(kept)}}
+        self._flusher.checkpoint({RUNTIME: pending})
+        log.rewrite(kept)
+        self._idempotency = {r.key: r for r in kept}
+        self._flusher.checkpoint({RUNTIME: self._envelope(RUNTIME)()})
 
     def _envelope(self, key: str) -> Callable[[], dict[str, Any]]:
         """The record ``key`` as it stands now (mutex held), to encode later."""
@@ -295,3 +341,11 @@ class FsStore(Store):
     def _done(self, batch: Batch) -> None:
         for log, written in batch.written:
             log.advance(written)
+
+
+def _linked(root: str, found: SymlinkFound) -> StoreCorrupt:
+    rel = os.path.relpath(str(found.filename), root)
+    return StoreCorrupt(
+        f"{rel} is a symbolic link or not a directory: the store never follows one",
+        details={"file": rel},
+    )

@@ -24,16 +24,17 @@ become diagnostics for the runtime:
 
 from __future__ import annotations
 
-import os
-import time
 from dataclasses import dataclass
 from typing import Any
 
-from ..clock import Clock
-from ..domain import Diagnostic, Event, RuntimeRecord, WorkerRecord
-from ..errors import StoreCorrupt
-from .base import IdempotencyRecord, StoreState
-from .fs_files import (
+from ...clock import Clock
+from ...domain import Diagnostic, Event, RuntimeRecord, WorkerRecord
+from ...errors import StoreCorrupt
+from ..base import IdempotencyRecord, StoreState
+from .fileops import FileOps
+from .jsonl import JsonlLog
+from .layout import (
+    COMPACTING,
     EVENTS_TAIL,
     OLD_JOURNAL,
     RUNTIME,
@@ -44,9 +45,8 @@ from .fs_files import (
     parse_runtime,
     parse_worker,
 )
-from .fs_scan import Problems, Recovery, journal_lines, record_files, report
-from .fsio import FileOps
-from .jsonl import JsonlLog
+from .quarantine import Problems, move_aside, quarantined_workers
+from .scan import Recovery, journal_lines, record_files, report
 
 __all__ = ["Loaded", "load"]
 
@@ -88,6 +88,7 @@ def load(layout: Layout, ops: FileOps) -> Loaded:
     recovery = Recovery(layout, ops)
     journal = open_journal(layout, ops)
     envelopes, stale = _committed(recovery, journal)
+    compacting = _compacting(envelopes.get(RUNTIME), recovery.shared["idempotency"], stale)
     runtime, ends = _runtime(envelopes.pop(RUNTIME, None), recovery.problems)
     if ends is None:
         stale.add(RUNTIME)
@@ -95,13 +96,19 @@ def load(layout: Layout, ops: FileOps) -> Loaded:
     diagnostics, idem_log = recovery.shared["diagnostics"], recovery.shared["idempotency"]
     for log in (diagnostics, idem_log):
         committed = ends[log.rel.removesuffix(".jsonl")] if ends else None
+        if log is idem_log and compacting is not None:
+            committed = compacting
         if not _settle(log, committed, recovery.problems, None):
             stale.add(RUNTIME)  # what is left is kept; the runtime record must say so
     idempotency: dict[str, IdempotencyRecord] = {}
     for record in idem_log.read_all(lambda p: report([p], recovery.problems, None)):
-        idempotency.setdefault(record.key, record)
+        idempotency.pop(record.key, None)  # a later line replaced an expired record
+        idempotency[record.key] = record
     workers = _settle_workers(recovery, envelopes)
-    last_diag = diagnostics.read(diagnostics.count - 1, 1) if diagnostics.count else []
+    quarantined = {
+        wid: why for wid, why in quarantined_workers(layout, ops).items() if wid not in workers
+    }
+    last_diagnostic_id = _last_diagnostic_id(diagnostics, recovery.problems)
     ordered = sorted(workers.values(), key=lambda w: w[0].seq)
     return Loaded(
         state=StoreState(
@@ -109,8 +116,9 @@ def load(layout: Layout, ops: FileOps) -> Loaded:
             workers=[record for _, record in ordered],
             last_event_id=events_base + events.count + len(lost),
             diagnostic_count=diagnostics.count,
-            last_diagnostic_id=last_diag[0].id if last_diag else 0,
+            last_diagnostic_id=last_diagnostic_id,
             new_diagnostics=list(dict.fromkeys(recovery.problems)),
+            quarantined=quarantined,
         ),
         runtime=runtime,
         events=events,
@@ -133,7 +141,7 @@ def _committed(
     """Every committed record envelope by key, and the keys whose record file is
     older than that; opens every log on the way (a commit line counts only if
     the logs it names reached the length it gives them)."""
-    envelopes = record_files(recovery.layout, recovery.ops, recovery.on_disk)
+    envelopes = record_files(recovery.layout, recovery.ops, recovery.on_disk, recovery.linked)
     # Lines of an interrupted checkpoint come first: their records may not all
     # have reached their files (the checkpoint deletes them once they have).
     older = journal_lines(open_journal(recovery.layout, recovery.ops, OLD_JOURNAL), [])
@@ -149,6 +157,29 @@ def _committed(
     return envelopes, {key for line in older + lines for key in line["records"]}
 
 
+def _last_diagnostic_id(log: JsonlLog[Diagnostic], problems: Problems) -> int:
+    """The id of the last diagnostic; past a bad last line, one more than the last
+    good one (ids are contiguous), so no id is given twice."""
+    try:
+        last = log.read(log.count - 1, 1) if log.count else []
+        return last[0].id if last else 0
+    except StoreCorrupt as exc:
+        problems.append(("store_corrupt", exc.message, None))
+    good = [(i, d) for i, d in enumerate(log.read_marked()) if isinstance(d, Diagnostic)]
+    return good[-1][1].id + (log.count - 1 - good[-1][0]) if good else log.count
+
+
+def _compacting(envelope: Any, log: JsonlLog[Any], stale: set[str]) -> int | None:
+    """The idempotency log's committed length if a compaction stopped after
+    replacing it (its length is then the one announced), else None."""
+    announced = envelope.get(COMPACTING) if isinstance(envelope, dict) else None
+    length = announced.get("idempotency") if isinstance(announced, dict) else None
+    if not isinstance(length, int) or log.count != length:
+        return None
+    stale.add(RUNTIME)  # the record is written again with that length alone
+    return length
+
+
 def _runtime(
     envelope: Any, problems: Problems
 ) -> tuple[RuntimeRecord | None, dict[str, int] | None]:
@@ -156,6 +187,9 @@ def _runtime(
     are None if ``runtime.json`` is damaged: the logs are then taken as they are."""
     if envelope is None:
         return None, {"events": 0, "events_base": 0, "diagnostics": 0, "idempotency": 0}
+    if isinstance(envelope, dict) and envelope.get("linked"):
+        problems.append(("store_corrupt", str(envelope["damaged"]), None))
+        return None, None
     try:
         return parse_runtime(envelope)
     except ValueError as exc:
@@ -200,7 +234,7 @@ def _settle_events(
     if not _settle(events, committed, recovery.problems, None, why):
         # Committed events are gone: never reuse their ids; start a new log above them.
         layout, ops = recovery.layout, recovery.ops
-        _quarantine(layout, ops, "events", ["events.jsonl", "events.idx"], recovery.problems, None)
+        move_aside(layout, ops, "events", ["events.jsonl", "events.idx"], recovery.problems, None)
         stale.add(RUNTIME)
         return open_log(layout, "events.jsonl", ops, keep=EVENTS_TAIL), base + committed, []
     now = Clock().now()
@@ -228,10 +262,14 @@ def _settle_workers(
                 layout, files, envelopes.get(worker_id), recovery.found[worker_id]
             )
         except (_Skip, StoreCorrupt) as exc:
-            problems.append((getattr(exc, "code", "store_corrupt"), exc.message, worker_id))
-            if worker_id in recovery.on_disk:
-                moved = [layout.worker_rel(worker_id)]
-                _quarantine(layout, ops, worker_id, moved, problems, worker_id)
+            code = getattr(exc, "code", "store_corrupt")
+            problems.append((code, exc.message, worker_id))
+            # A damaged worker's id stays reserved; one whose creation never
+            # committed was never acknowledged, so its id is free again.
+            moved = [layout.worker_rel(worker_id)] if worker_id in recovery.on_disk else []
+            reserve = exc.message if code == "store_corrupt" else None
+            if moved or reserve:
+                move_aside(layout, ops, worker_id, moved, problems, worker_id, reserve=reserve)
         else:
             problems.extend(recovery.found[worker_id])
             files.dir_exists = worker_id in recovery.on_disk
@@ -243,6 +281,9 @@ def _settle_worker(
     layout: Layout, files: WorkerFiles, envelope: Any, found: Problems
 ) -> WorkerRecord:
     rel = layout.worker_rel(files.worker_id, "worker.json")
+    linked = [message for code, message, _ in found if code == "store_corrupt"]
+    if envelope is None and linked:  # a worker directory that is a link: never opened
+        raise _Skip("store_corrupt", "; ".join(linked))
     if envelope is None:
         # Every committed worker has a record file or a journal line: these files
         # are from a creation that never committed (or the record file was lost).
@@ -250,38 +291,25 @@ def _settle_worker(
             "store_incomplete_worker",
             f"{rel} is missing: the worker's creation never committed, or the file was lost",
         )
+    if isinstance(envelope, dict) and envelope.get("linked"):
+        raise _Skip("store_corrupt", str(envelope["damaged"]))
     try:
         files.seq, record, ends = parse_worker(envelope, layout, files.worker_id)
     except ValueError as exc:
         raise _Skip("store_corrupt", f"{rel} line 1 is not a valid worker record: {exc}") from None
     for log, end in ((files.transcript, ends["transcript"]), (files.runs, ends["runs"])):
-        if not _settle(log, end, found, files.worker_id):
-            raise _Skip("store_corrupt", found[-1][1])
+        _settle(log, end, found, files.worker_id)
+    # A log that is a link was never opened (so never cut): it counts as empty.
     corrupt = [message for code, message, _ in found if code == "store_corrupt"]
     if corrupt:
         raise _Skip("store_corrupt", "; ".join(corrupt))
     count = files.transcript.count
+    if record.transcript_len != count:
+        raise _Skip(
+            "store_corrupt",
+            f"{files.transcript.rel} has {count} committed records; "
+            f"{rel} says transcript_len {record.transcript_len}",
+        )
     if count and files.transcript.read(count - 1, 1)[0].sequence != count - 1:
         raise _Skip("store_corrupt", f"{files.transcript.rel} line {count} is out of sequence")
     return record
-
-
-def _quarantine(
-    layout: Layout,
-    ops: FileOps,
-    name: str,
-    rels: list[str],
-    problems: Problems,
-    worker_id: str | None,
-) -> None:
-    """Move damaged files aside (never delete them), so the name can be used afresh."""
-    target = os.path.join(layout.path("quarantine"), f"{name}-{time.time_ns()}")
-    ops.makedirs(target)
-    for rel in rels:
-        source = layout.path(rel).rstrip("/")
-        if os.path.lexists(source):
-            ops.replace(source, os.path.join(target, os.path.basename(source)))
-            ops.fsync_dir(os.path.dirname(source))
-    ops.fsync_dir(target)
-    moved = os.path.relpath(target, layout.root)
-    problems.append(("store_quarantined", f"the damaged files were moved to {moved}", worker_id))

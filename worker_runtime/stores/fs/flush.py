@@ -20,9 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .fs_files import JOURNAL, OLD_JOURNAL, RUNTIME, Layout, WorkerFiles, dump, open_journal
-from .fsio import FileOps, Parallel
+from .fileops import FileOps, Parallel
 from .jsonl import JsonlLog, Written
+from .layout import JOURNAL, OLD_JOURNAL, RUNTIME, Layout, WorkerFiles, dump, open_journal
 
 __all__ = ["JOURNAL_LIMIT", "OPEN_LOGS", "Batch", "Flusher"]
 

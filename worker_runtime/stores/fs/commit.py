@@ -13,8 +13,11 @@ between two operations, never inside one, so what a flush commits is always
 a consistent state.
 
 A failed flush is never retried: after a failed fsync the kernel may have
-dropped the data, so the failure sticks and every later stage or sync
-raises :class:`~worker_runtime.errors.RuntimeUnavailable`.
+dropped the data, so the failure sticks and every later stage raises
+:class:`~worker_runtime.errors.RuntimeUnavailable`, as does the sync of a
+thread whose own writes were not flushed. A thread that staged nothing since
+its last sync (a read) still gets its answer: a full disk stops
+writes, not reads.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from ..errors import RuntimeUnavailable
+from ...errors import RuntimeUnavailable
 
 __all__ = ["GroupCommit"]
 
@@ -53,6 +56,7 @@ class GroupCommit(Generic[B]):
         self._durable = 0
         self._flushing = False
         self._failure: str | None = None
+        self._mine = threading.local()  # the generation of this thread's last write
         self.outer: contextlib.AbstractContextManager[Any] | None = None
         self.flushes = 0  # how many flushes ran (for tests and benchmarks)
 
@@ -75,12 +79,19 @@ class GroupCommit(Generic[B]):
         """Count one staged write (mutex held); refused after a failure."""
         self.check()
         self._staged += 1
+        self._mine.generation = self._staged
 
     def sync(self) -> None:
         """Return once every write staged before the call is durable."""
         with self._cond:
             target = self._staged
+            mine = int(getattr(self._mine, "generation", 0))
+            # This thread is told once that its writes failed; its later syncs
+            # (reads, on a pool thread) concern only what it stages afterwards.
+            self._mine.generation = 0
             while True:
+                if self._failure is not None and mine <= self._durable:
+                    return
                 self.check()
                 if self._durable >= target:
                     return
@@ -88,6 +99,11 @@ class GroupCommit(Generic[B]):
                     self._cond.wait()
                 else:
                     self._lead()
+
+    @property
+    def failure(self) -> str | None:
+        """Why the store accepts no more writes, or None."""
+        return self._failure
 
     def _lead(self) -> None:
         self._flushing = True
@@ -103,7 +119,9 @@ class GroupCommit(Generic[B]):
             self._flush(batch)
             failure = None
         except OSError as exc:
-            failure = f"{exc.strerror or type(exc).__name__} (errno {exc.errno})"
+            failure = (
+                f"it could not write: {exc.strerror or type(exc).__name__} (errno {exc.errno})"
+            )
             log.error("store flush failed: %s", exc)
         finally:
             # Any other exception is a bug: it propagates, and the sticky failure
