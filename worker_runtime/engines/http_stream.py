@@ -163,12 +163,20 @@ class AbortableConnection:
     """One HTTP(S) connection to ``url``'s host, shut down when ``signal`` is set.
 
     Use as a context manager; ``conn`` is the :class:`http.client.HTTPConnection`.
+    ``tls`` replaces the default (system CAs, hostname checked) for ``https``.
     """
 
-    def __init__(self, url: SplitResult, *, timeout: float, signal: RunSignal) -> None:
+    def __init__(
+        self,
+        url: SplitResult,
+        *,
+        timeout: float,
+        signal: RunSignal,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         host = url.hostname or ""
         if url.scheme == "https":
-            context = _tls_context()
+            context = tls or _tls_context()
             self.conn: _HTTPConnection | _HTTPSConnection = _HTTPSConnection(
                 host, url.port, timeout=timeout, context=context
             )
