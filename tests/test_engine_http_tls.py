@@ -4,6 +4,7 @@ server with a throw-away certificate: verified when trusted, refused when not.""
 from __future__ import annotations
 
 import http.server
+import shutil
 import ssl
 import subprocess
 import threading
@@ -16,6 +17,8 @@ import pytest
 
 from worker_runtime.engines import RunSignal
 from worker_runtime.engines.http_stream import AbortableConnection
+
+pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
 
 
 class _Hello(http.server.BaseHTTPRequestHandler):
