@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -101,3 +103,27 @@ def zombie_children() -> list[int]:
 
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
+
+
+def processes_with_env(name: str, value: str) -> list[int]:
+    """Live processes (of this user) whose environment has ``name=value``: how a
+    test finds every process a run started, however deep, without trusting pid files."""
+    wanted = f"{name}={value}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            environ = Path(f"/proc/{entry}/environ").read_bytes()
+        except OSError:
+            continue
+        if wanted in environ.split(b"\0") and alive(int(entry)):
+            found.append(int(entry))
+    return found
+
+
+def kill_all_with_env(name: str, value: str) -> None:
+    """Clean-up after a failed test: SIGKILL every process carrying ``name=value``."""
+    for pid in processes_with_env(name, value):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)

@@ -12,13 +12,18 @@ The request's ``model`` picks the behaviour:
 - ``slow``: sends nothing until ``release`` is set; notices (``client_gone``)
   when the client abandons the request;
 - ``slow-stream``: a ``Connection: close`` stream that stalls after its first
-  event until ``release`` is set (``client_gone`` as for ``slow``).
+  event until ``release`` is set (``client_gone`` as for ``slow``);
+- ``scripted``: answers each request with the next ``(status, headers)`` of
+  ``script`` (an error body for a status other than 200), then as ``echo``;
+- ``key-echo``: streams back the bearer token it was sent, cut across several
+  events (as a careless or hostile model might), or as one JSON body.
 
-Every request is recorded (headers and JSON body) in ``requests``.
+Every request is recorded (path with its query, headers and JSON body) in ``requests``.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import select
 import socket
@@ -28,12 +33,14 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 
 @dataclass(frozen=True)
 class Recorded:
     headers: dict[str, str]
     body: dict[str, Any]
+    path: str = ""
 
 
 @dataclass
@@ -43,6 +50,7 @@ class Stub:
     received: threading.Event = field(default_factory=threading.Event)
     release: threading.Event = field(default_factory=threading.Event)
     client_gone: threading.Event = field(default_factory=threading.Event)
+    script: list[tuple[int, dict[str, str]]] = field(default_factory=list)
 
     @property
     def base_url(self) -> str:
@@ -57,22 +65,26 @@ class _Handler(BaseHTTPRequestHandler):
         pass  # keep test output quiet
 
     def do_POST(self) -> None:
-        if self.path != "/v1/chat/completions":
+        if urlsplit(self.path).path != "/v1/chat/completions":
             self._json(404, {"error": {"message": f"no route {self.path}"}})
             return
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.stub.requests.append(Recorded({k.lower(): v for k, v in self.headers.items()}, body))
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        self.stub.requests.append(Recorded(headers, body, self.path))
         self.stub.received.set()
         model = body["model"]
+        if model == "scripted" and self.stub.script:
+            status, extra = self.stub.script.pop(0)
+            if status != 200:
+                self._json(status, {"error": {"message": f"scripted {status}"}}, extra)
+                return
+            model = "echo"
         last = [m["content"] for m in body["messages"] if m["role"] == "user"][-1]
         words = f"you said: {last}".split(" ")
         if model == "slow" and not self._wait_for_release():
             return
-        if model in ("echo", "slow"):
-            if body.get("stream"):
-                self._stream([_delta(w if i == 0 else " " + w) for i, w in enumerate(words)])
-            else:
-                self._json(200, _completion(" ".join(words)))
+        if model == "slow":
+            self._echo(words, bool(body.get("stream")))
         elif model == "plain-json":
             self._json(200, _completion(" ".join(words)))
         elif model == "error-500":
@@ -88,6 +100,27 @@ class _Handler(BaseHTTPRequestHandler):
             self._slow_stream()
         elif model == "drop":
             self._drop_mid_reply(bool(body.get("stream")))
+        elif model in ("echo", "scripted"):
+            self._echo(words, bool(body.get("stream")))
+        elif model == "key-echo":
+            self._key_echo(bool(body.get("stream")))
+
+    def _echo(self, words: list[str], stream: bool) -> None:
+        if stream:
+            self._stream([_delta(w if i == 0 else " " + w) for i, w in enumerate(words)])
+        else:
+            self._json(200, _completion(" ".join(words)))
+
+    def _key_echo(self, stream: bool) -> None:
+        key = self.headers.get("Authorization", "").removeprefix("Bearer ")
+        if not stream:
+            self._json(200, _completion(f"your key is {key}, twice: {key}"))
+            return
+        cuts = [0, 3, 4, 11, len(key) - 1, len(key)]
+        pieces = ["your key is ", key[:3]]
+        pieces += [key[a:b] for a, b in itertools.pairwise(cuts[1:])]
+        pieces += [", twice: " + key[:5], key[5:] + "."]
+        self._stream([_delta(p) for p in pieces])
 
     def _json(self, status: int, value: Any, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(value).encode()

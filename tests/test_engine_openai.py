@@ -130,27 +130,34 @@ def test_non_streaming_replies(make: Any, stub: Stub, model: str, stream: bool) 
 
 
 @pytest.mark.parametrize(
-    ("model", "stream", "error"),
+    ("model", "stream", "error", "settings"),
     [
         (
             "error-500",
             True,
             "the endpoint answered HTTP 500 Internal Server Error: model exploded (details)",
+            {"max_retries": 0},  # retries: see test_engine_openai_hardening.py
         ),
-        ("rate-limit", False, "rate limited by the endpoint (HTTP 429), retry after 7s: slow down"),
-        ("stream-error", True, "the endpoint reported an error: overloaded"),
-        ("drop", True, "the endpoint closed the stream before the reply was complete"),
+        (
+            "rate-limit",
+            False,
+            "rate limited by the endpoint (HTTP 429), retry after 7s: slow down",
+            {"timeout_s": 5},  # the retry would end past the deadline: not tried
+        ),
+        ("stream-error", True, "the endpoint reported an error: overloaded", {}),
+        ("drop", True, "the endpoint closed the stream before the reply was complete", {}),
         (
             "drop",
             False,
             "the connection to 127.0.0.1:{port} was lost before the reply was complete",
+            {},
         ),
     ],
 )
 def test_endpoint_failures_fail_the_run_readably(
-    make: Any, stub: Stub, model: str, stream: bool, error: str
+    make: Any, stub: Stub, model: str, stream: bool, error: str, settings: dict[str, Any]
 ) -> None:
-    rt = make(model, stream=stream)
+    rt = make(model, stream=stream, **settings)
     worker = create(rt, "llm")
     end = run_once(rt, worker, "hi")
     assert end.type == "run_failed"

@@ -11,6 +11,7 @@ from .base import Emit, Engine, EngineFailure, RunContext, RunSignal
 from .command import CommandEngine
 from .echo import EchoEngine
 from .openai_chat import OpenAIChatEngine
+from .process_groups import kill_stale_group
 
 __all__ = [
     "ENGINES",
@@ -23,6 +24,7 @@ __all__ = [
     "RunContext",
     "RunSignal",
     "build_engine",
+    "kill_stale_group",
 ]
 
 EngineFactory = Callable[[Mapping[str, Any]], Engine]

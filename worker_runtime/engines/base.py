@@ -68,6 +68,17 @@ class RunContext:
     signal: RunSignal
     history: Callable[[], Sequence[TranscriptEntry]]
     """The worker's transcript so far (including ``input``)."""
+    on_process_start: Callable[[int], None] | None = None
+    """Called by an engine that starts a process (``command``), on the run's
+    thread, with the new process group id right after the process starts and
+    before it is given any input, so that the core can record it durably and,
+    after a crash, kill what is left of the group at recovery (with
+    :func:`~worker_runtime.engines.process_groups.kill_stale_group`, passing
+    this run's id). Called at most once per run. When it returns, the group id
+    is the one to kill; by the time ``run`` returns the group is gone, so the
+    record can be dropped when the run ends. If it raises, the engine kills the
+    group at once and the run fails (``EngineFailure`` naming the error): a
+    process whose group could not be recorded is never left running."""
 
 
 class Engine(ABC):

@@ -15,7 +15,9 @@ and the names listed in ``inherit_env``), then the profile's ``env``, then
 runtime's environment (its token, API keys) leaks into it.
 
 Each run is its own process group; cancel, stop and timeout terminate the group
-(``SIGTERM``, then ``SIGKILL`` after ``term_grace_s``). See :mod:`.process`.
+(``SIGTERM``, then ``SIGKILL`` after ``term_grace_s``), and on Linux the
+program dies with the runtime (``PR_SET_PDEATHSIG``). The group id is handed
+to ``ctx.on_process_start`` as soon as the program runs. See :mod:`.process`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import codecs
 import json
 import os
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,6 +115,7 @@ class CommandEngine(Engine):
                 on_stdout=output.write,
                 should_stop=ctx.signal.is_set,
                 term_grace_s=s.term_grace_s,
+                on_start=_recording(ctx.on_process_start),
             )
         except OSError as exc:
             what = exc.filename if exc.filename is not None else s.command_line()[0]
@@ -183,6 +186,21 @@ class _BoundedOutput:
     def close(self) -> None:
         if not self._truncated:
             self._emit(self._decoder.decode(b"", final=True))
+
+
+def _recording(hook: Callable[[int], None] | None) -> Callable[[int], None] | None:
+    """``hook`` with its failure turned into the run's (``run_process`` then
+    kills the group): never mistaken for a program that could not start."""
+    if hook is None:
+        return None
+
+    def started(pgid: int) -> None:
+        try:
+            hook(pgid)
+        except Exception as exc:  # whatever the core raised, the run cannot go on
+            raise EngineFailure(f"could not record the process group: {exc}") from None
+
+    return started
 
 
 def _exit_message(returncode: int | None, stderr_tail: bytes) -> str:

@@ -13,11 +13,20 @@ event stream, so no new dependency (nor an extra to install) is needed, and
 owning the socket is what lets cancel abandon a request at once (see
 :mod:`.http_stream`) instead of waiting for a library's own timeout.
 
-Errors end the run ``failed`` with a readable reason (HTTP status and the
-provider's message, trimmed); the run deadline ends it ``timed_out``. The API
-key is read from the variable ``api_key_env`` names at each request and is
-never logged nor put in an error, event or transcript: any echo of it in a
-provider message is masked.
+``base_url`` may carry a query string (Azure OpenAI's ``?api-version=...``);
+it is kept on the chat-completions request.
+
+A rate limit (429) or a server error (5xx) is tried again, up to
+``max_retries`` times (default 3), honouring the server's ``Retry-After`` and
+never waiting past the run's deadline (see :mod:`.retry`); cancel interrupts
+the wait. Other errors end the run ``failed`` with a readable reason (HTTP
+status and the provider's message, trimmed); the run deadline ends it
+``timed_out``.
+
+The API key is read from the variable ``api_key_env`` names at each request
+(surrounding whitespace dropped) and is never logged nor put in an error,
+event or transcript: any echo of it, in a provider's message or in the reply
+itself (even split across stream events), is masked (see :mod:`.redact`).
 """
 
 from __future__ import annotations
@@ -25,16 +34,19 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from .. import __version__
 from ..domain import Role, WorkerIntent
 from ..errors import ConfigError
 from .base import Emit, Engine, EngineFailure, RunContext
 from .http_stream import AbortableConnection, SseError, iter_sse_data
+from .redact import MaskingEmit, mask
+from .retry import DEFAULT_MAX_RETRIES, RetryPolicy, is_retryable, parse_retry_after
 
 __all__ = ["OpenAIChatEngine", "OpenAIChatSettings", "build_messages"]
 
@@ -55,6 +67,7 @@ class OpenAIChatSettings:
     system_prompt: str | None = None
     stream: bool = True
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
+    max_retries: int = DEFAULT_MAX_RETRIES
 
     @classmethod
     def from_mapping(cls, settings: Mapping[str, Any]) -> OpenAIChatSettings:
@@ -68,8 +81,12 @@ class OpenAIChatSettings:
         timeout = float(settings.get("request_timeout_s", DEFAULT_REQUEST_TIMEOUT_S))
         if timeout <= 0:
             raise ConfigError("request_timeout_s must be positive")
+        max_retries = int(settings.get("max_retries", DEFAULT_MAX_RETRIES))
+        if max_retries < 0:
+            raise ConfigError("max_retries must not be negative")
         return cls(
-            base_url=base_url.rstrip("/"),
+            # The query is kept (Azure's api-version); a trailing slash and a fragment are not.
+            base_url=urlunsplit(url._replace(path=url.path.rstrip("/"), fragment="")),
             model=str(settings["model"]),
             api_key_env=settings.get("api_key_env"),
             temperature=settings.get("temperature"),
@@ -77,6 +94,7 @@ class OpenAIChatSettings:
             system_prompt=settings.get("system_prompt"),
             stream=bool(settings.get("stream", True)),
             request_timeout_s=timeout,
+            max_retries=max_retries,
         )
 
 
@@ -88,24 +106,53 @@ class OpenAIChatEngine(Engine):
     def __init__(self, settings: OpenAIChatSettings) -> None:
         self.settings = settings
         self._url: SplitResult = urlsplit(settings.base_url)
+        self._retry = RetryPolicy(max_retries=settings.max_retries)
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> OpenAIChatEngine:
         return cls(OpenAIChatSettings.from_mapping(settings))
 
     def run(self, ctx: RunContext, emit: Emit) -> None:
-        env_name = self.settings.api_key_env
-        key = os.environ.get(env_name) if env_name else None
+        key = self._api_key()
+        masked = MaskingEmit(emit, key)
         try:
-            self._request(ctx, emit, key)
+            self._attempts(ctx, masked, key)
         except EngineFailure as exc:
             if ctx.signal.is_set():
                 return  # the abort caused it; the runtime reports the abort
-            raise EngineFailure(_mask(str(exc), key)) from None
+            raise EngineFailure(mask(str(exc), key)) from None
         except (OSError, http.client.HTTPException, SseError) as exc:
             if ctx.signal.is_set():
                 return
-            raise EngineFailure(_mask(self._transport_error(exc), key)) from None
+            raise EngineFailure(mask(self._transport_error(exc), key)) from None
+        finally:
+            masked.close()
+
+    def _api_key(self) -> str | None:
+        env_name = self.settings.api_key_env
+        key = (os.environ.get(env_name) or "").strip() if env_name else ""
+        # http.client would refuse a control character with the key in its message.
+        if any(not " " < c < "\x7f" for c in key):
+            raise EngineFailure(f"the API key in {env_name} has characters a header cannot carry")
+        return key or None
+
+    def _attempts(self, ctx: RunContext, emit: Emit, key: str | None) -> None:
+        """The request, tried again after a 429 or 5xx as the retry policy allows."""
+        for attempt in range(1, self._retry.max_retries + 2):
+            try:
+                self._request(ctx, emit, key)
+                return
+            except _HttpError as exc:
+                wait = self._retry.wait_s(
+                    retry=attempt,
+                    retry_after=exc.retry_after,
+                    remaining_s=ctx.deadline - time.monotonic(),
+                )
+                if not exc.retryable or wait is None:
+                    suffix = f" (after {attempt} attempts)" if attempt > 1 else ""
+                    raise EngineFailure(f"{exc}{suffix}") from None
+            if ctx.signal.wait(wait):
+                return  # cancelled or timed out while waiting: nothing more to do
 
     def _request(self, ctx: RunContext, emit: Emit, key: str | None) -> None:
         s = self.settings
@@ -125,12 +172,20 @@ class OpenAIChatEngine(Engine):
         }
         if key:
             headers["Authorization"] = f"Bearer {key}"
-        path = f"{self._url.path.rstrip('/')}/chat/completions"
+        path = f"{self._url.path}/chat/completions"
+        if self._url.query:
+            path += f"?{self._url.query}"
         with AbortableConnection(self._url, timeout=s.request_timeout_s, signal=ctx.signal) as conn:
             conn.request("POST", path, body=json.dumps(body).encode("utf-8"), headers=headers)
             response = conn.getresponse()
             if response.status >= 400:
-                raise EngineFailure(self._http_error(response, key))
+                raise _HttpError(
+                    self._http_error(response, key),
+                    retryable=is_retryable(response.status),
+                    retry_after=parse_retry_after(
+                        response.getheader("Retry-After"), response.getheader("retry-after-ms")
+                    ),
+                )
             if "text/event-stream" in (response.getheader("Content-Type") or ""):
                 _read_stream(response, emit, key)
             else:
@@ -138,7 +193,7 @@ class OpenAIChatEngine(Engine):
 
     def _http_error(self, response: http.client.HTTPResponse, key: str | None) -> str:
         # Mask before trimming, so that no cut-off piece of an echoed key survives.
-        reason = _provider_message(_mask(response.read(64 * 1024).decode("utf-8", "replace"), key))
+        reason = _provider_message(mask(response.read(64 * 1024).decode("utf-8", "replace"), key))
         if response.status == 429:
             message = "rate limited by the endpoint (HTTP 429)"
             retry_after = response.getheader("Retry-After")
@@ -164,6 +219,15 @@ class OpenAIChatEngine(Engine):
         if isinstance(exc, OSError):
             return f"the connection to {where} failed: {exc.strerror or type(exc).__name__}"
         return f"the endpoint {where} broke the HTTP protocol ({type(exc).__name__})"
+
+
+class _HttpError(EngineFailure):
+    """The endpoint answered an error status; ``retryable`` for 429 and 5xx."""
+
+    def __init__(self, message: str, *, retryable: bool, retry_after: float | None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after = retry_after
 
 
 def build_messages(ctx: RunContext, system_prompt: str | None) -> list[dict[str, str]]:
@@ -210,7 +274,7 @@ def _read_stream(response: http.client.HTTPResponse, emit: Emit, key: str | None
             return
         chunk = _json(data)
         if "error" in chunk:
-            reason = _reason(_json(_mask(data, key)))
+            reason = _reason(_json(mask(data, key)))
             raise EngineFailure(f"the endpoint reported an error: {reason}")
         for choice in chunk.get("choices") or ():
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
@@ -267,8 +331,3 @@ def _reason(body: dict[str, Any]) -> str:
 def _trim(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 3] + "..."
-
-
-def _mask(message: str, key: str | None) -> str:
-    """``message`` with every occurrence of ``key`` (if any) masked."""
-    return message.replace(key, "***") if key else message

@@ -14,21 +14,41 @@ child is reaped: thousands of runs leave no zombie and no descriptor behind.
 
 A process that leaves the group on purpose (``setsid``) escapes this cleanup;
 the pipes are then abandoned after :data:`DRAIN_S`.
+
+**Dying with the runtime.** On Linux the child is started with
+``PR_SET_PDEATHSIG`` = ``SIGKILL`` (set by ``prctl`` between fork and exec),
+so a runtime killed outright (``kill -9``, OOM) takes the child with it.
+Linux sends that signal when the *thread* that forked the child exits, not
+only the process: ``run_process`` must therefore run on a thread that outlives
+the child. The runtime's run-pool threads do: a pool thread stays inside
+``run_process`` until its child is reaped (or given up on after ``SIGKILL``),
+and pool threads only exit when the pool shuts down, after every run has
+ended; a child left behind then (one that would not die) is killed with its
+thread, as wanted. Never call it from a short-lived helper thread. The setting
+is not inherited: the child's own children are reached through the process
+group (``killpg`` here; after a ``kill -9`` of the runtime, at the next start,
+through the group id recorded via ``on_start`` and
+:func:`~.process_groups.kill_stale_group`). Elsewhere it is a no-op.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import logging
 import os
 import selectors
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["DRAIN_S", "POLL_S", "Exit", "run_process"]
+from .process_groups import kill_stale_group
+
+__all__ = ["DRAIN_S", "POLL_S", "Exit", "kill_stale_group", "run_process"]
 
 log = logging.getLogger("worker_runtime.engines.process")
 
@@ -39,6 +59,7 @@ DRAIN_S = 2.0
 KILL_WAIT_S = 5.0
 """How long to wait for the leader to die after ``SIGKILL`` before giving up on it."""
 _READ_SIZE = 65536
+_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -60,8 +81,14 @@ def run_process(
     should_stop: Callable[[], bool],
     term_grace_s: float,
     stderr_tail_bytes: int = 4096,
+    on_start: Callable[[int], None] | None = None,
 ) -> Exit:
-    """Run ``argv`` to completion or until ``should_stop()``; ``OSError`` if it cannot start."""
+    """Run ``argv`` to completion or until ``should_stop()``; ``OSError`` if it cannot start.
+
+    ``on_start`` is called with the child's process group id as soon as it runs
+    (before any input is written). If it raises, the group is killed and the
+    exception propagates.
+    """
     # The selector exists before the child does, so no failure can leave a child unwatched.
     with selectors.DefaultSelector() as selector:
         proc = subprocess.Popen(
@@ -72,9 +99,12 @@ def run_process(
             env=dict(env),
             cwd=cwd,
             start_new_session=True,
+            preexec_fn=_die_with_parent(),
         )
         pump = _Pump(proc, selector, stdin or b"", on_stdout, stderr_tail_bytes)
         try:
+            if on_start is not None:
+                on_start(proc.pid)  # a session leader: its pid is its group id
             pump.start()
             pump.run(should_stop, term_grace_s)
         finally:
@@ -223,6 +253,34 @@ class _Pump:
             for stream in (self._proc.stdin, self._proc.stdout, self._proc.stderr):
                 if stream is not None:
                     stream.close()
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` asking Linux to ``SIGKILL`` the child when its parent
+    thread dies; None where there is no ``prctl``."""
+    prctl = _prctl()
+    if prctl is None:
+        return None
+    parent, kill = os.getpid(), int(signal.SIGKILL)
+
+    def setup() -> None:  # runs in the child between fork and exec: two system calls, no more
+        prctl(_PR_SET_PDEATHSIG, kill, 0, 0, 0)
+        if os.getppid() != parent:  # the runtime died before the line above took effect
+            os._exit(1)
+
+    return setup
+
+
+@functools.cache
+def _prctl() -> Callable[..., int] | None:
+    """libc's ``prctl`` on Linux (loaded in the parent, never after fork), else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return function
 
 
 def _pidfd_open(pid: int) -> int | None:
