@@ -40,8 +40,8 @@ from worker_runtime.errors import RuntimeUnavailable
 from worker_runtime.stores import IdempotencyRecord, MemoryStore, fs_flush
 from worker_runtime.stores.fs import FsStore
 
-from . import strategies
-from .fs_support import NOW, RUNTIME_ID, FaultyOps, open_runtime, worker_record
+from .support import strategies
+from .support.fs_support import NOW, RUNTIME_ID, FaultyOps, open_runtime, worker_record
 from .test_state_machine import POOL, RuntimeMachine
 
 

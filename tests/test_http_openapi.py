@@ -13,7 +13,7 @@ from adapters.openapi import build_openapi
 from worker_runtime import Runtime, RuntimeConfig
 from worker_runtime.wire import schema_document
 
-from .http_helpers import AUTH, ROUTES, client
+from .support.http_helpers import AUTH, ROUTES, client
 
 
 @pytest.fixture(scope="module")

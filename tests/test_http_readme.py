@@ -14,8 +14,8 @@ import pytest
 from worker_runtime import RuntimeConfig
 from worker_runtime.config import ENV_PREFIX
 
-from .http_helpers import SPEC_CODES
-from .server import TOKEN, Server, serve
+from .support.http_helpers import SPEC_CODES
+from .support.server import TOKEN, Server, serve
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 SH_BLOCK = re.compile(r"^```sh\n(.*?)^```$", re.MULTILINE | re.DOTALL)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from .server import TOKEN, serve
+from .support.server import TOKEN, serve
 
 CHECKS = ",".join(
     [

@@ -15,9 +15,16 @@ from worker_runtime.clock import Clock
 from worker_runtime.domain import Role, Run, RunStatus, Severity, WorkerStatus
 from worker_runtime.engines import Emit, RunContext
 from worker_runtime.stores import MemoryStore
-
-from .fakes import GateEngine, ManualClock, ScriptEngine, fail_with, make_runtime, named
-from .helpers import wait_for_event, wait_for_run_end
+from worker_runtime.testing import (
+    GateEngine,
+    ManualClock,
+    ScriptEngine,
+    fail_with,
+    make_runtime,
+    named,
+    wait_for_event,
+    wait_for_run_end,
+)
 
 pytestmark = pytest.mark.timeout(60)
 

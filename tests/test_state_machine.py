@@ -28,13 +28,18 @@ from hypothesis.stateful import (
 
 from worker_runtime import Runtime, errors
 from worker_runtime import commands as c
+from worker_runtime.commands import RESULT_TYPES
 from worker_runtime.domain import Role, RunStatus, WorkerStatus
-from worker_runtime.handlers import RESULT_TYPES
+from worker_runtime.testing import (
+    TERMINAL_EVENTS,
+    GateEngine,
+    make_runtime,
+    named,
+    wait_for_run_end,
+)
 from worker_runtime.wire import to_json, validate_result
 
-from . import strategies
-from .fakes import GateEngine, make_runtime, named
-from .helpers import TERMINAL_EVENTS, wait_for_run_end
+from .support import strategies
 
 POOL = 8
 """Run pool size; the machine holds at most ``POOL - 1`` runs open at once, so a

@@ -11,10 +11,9 @@ In-process use::
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from . import commands, errors, results
 from .config import RuntimeConfig
 from .runtime import Runtime
+from .version import __version__
 
 __all__ = ["Runtime", "RuntimeConfig", "__version__", "commands", "errors", "results"]

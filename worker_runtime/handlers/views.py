@@ -2,30 +2,29 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from . import __version__
-from .domain import WorkerRecord, WorkerStatus
-from .results import Limits, ProfileInfo, RuntimeInfo, WorkerCounts, WorkerDetail, WorkerSummary
-
-if TYPE_CHECKING:
-    from .runtime import Runtime
+from ..domain import WorkerRecord, WorkerStatus
+from ..results import Limits, ProfileInfo, RuntimeInfo, WorkerCounts, WorkerDetail, WorkerSummary
+from ..version import __version__
+from .context import Context
 
 __all__ = ["runtime_info", "worker_detail", "worker_summary"]
 
 
-def display_ref(rt: Runtime, record: WorkerRecord) -> str:
+def display_ref(ctx: Context, record: WorkerRecord) -> str:
     """``display_name@runtime name`` (ids when unnamed): a label, never a key."""
-    return f"{record.display_name or record.worker_id}@{rt.display_name or rt.runtime_id}"
+    runtime_name = ctx.config.display_name or ctx.state.runtime_id
+    return f"{record.display_name or record.worker_id}@{runtime_name}"
 
 
-def _common(rt: Runtime, record: WorkerRecord) -> dict[str, Any]:
+def _common(ctx: Context, record: WorkerRecord) -> dict[str, Any]:
     return {
         "runtime_id": record.runtime_id,
         "worker_id": record.worker_id,
-        "worker_ref": rt.ref(record.worker_id),
+        "worker_ref": ctx.state.ref(record.worker_id),
         "display_name": record.display_name,
-        "display_ref": display_ref(rt, record),
+        "display_ref": display_ref(ctx, record),
         "status": record.status,
         "intent": record.intent,
         "profile": record.profile,
@@ -35,13 +34,13 @@ def _common(rt: Runtime, record: WorkerRecord) -> dict[str, Any]:
     }
 
 
-def worker_summary(rt: Runtime, record: WorkerRecord) -> WorkerSummary:
-    return WorkerSummary(**_common(rt, record))
+def worker_summary(ctx: Context, record: WorkerRecord) -> WorkerSummary:
+    return WorkerSummary(**_common(ctx, record))
 
 
-def worker_detail(rt: Runtime, record: WorkerRecord) -> WorkerDetail:
+def worker_detail(ctx: Context, record: WorkerRecord) -> WorkerDetail:
     return WorkerDetail(
-        **_common(rt, record),
+        **_common(ctx, record),
         updated_at=record.updated_at,
         config_bundle=record.config_bundle,
         requested_capabilities=record.requested_capabilities,
@@ -54,26 +53,26 @@ def worker_detail(rt: Runtime, record: WorkerRecord) -> WorkerDetail:
     )
 
 
-def runtime_info(rt: Runtime) -> RuntimeInfo:
+def runtime_info(ctx: Context) -> RuntimeInfo:
     """The runtime summary (lock held)."""
-    counts = rt.counts()
-    c = rt.config
+    state, c = ctx.state, ctx.config
+    counts = state.counts()
     return RuntimeInfo(
-        runtime_id=rt.runtime_id,
-        display_name=rt.display_name,
-        store=rt.store.kind,
-        status=rt.status,
+        runtime_id=state.runtime_id,
+        display_name=c.display_name,
+        store=ctx.store.kind,
+        status=state.status,
         version=__version__,
-        started_at=rt.started_at,
+        started_at=state.started_at,
         workers=WorkerCounts(
             idle=counts[WorkerStatus.IDLE],
             running=counts[WorkerStatus.RUNNING],
             stopped=counts[WorkerStatus.STOPPED],
-            total=len(rt.workers),
+            total=len(state),
         ),
-        active_runs=rt.runs.count(),
-        diagnostic_count=rt.diagnostic_count,
-        last_event_id=rt.last_event_id,
+        active_runs=ctx.runs.count(),
+        diagnostic_count=state.diagnostic_count,
+        last_event_id=state.last_event_id,
         limits=Limits(
             max_transcript_page=c.max_transcript_page,
             default_transcript_page=c.default_transcript_page,
@@ -95,7 +94,7 @@ def runtime_info(rt: Runtime) -> RuntimeInfo:
                 timeout_s=p.timeout_s or c.run_timeout_s,
                 capabilities=tuple(sorted(p.capabilities)),
             )
-            for p in rt.profiles.all()
+            for p in ctx.profiles.all()
         ),
-        engines=tuple(rt.profiles.engine_names()),
+        engines=tuple(ctx.profiles.engine_names()),
     )
