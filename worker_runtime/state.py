@@ -60,6 +60,7 @@ class StateTable:
         self._diagnostic_count = 0
         self._last_diagnostic_id = 0
         self._status = "running"
+        self._waiters = 0
         self.started_at = ""
 
     # -- the unit of work --------------------------------------------------------
@@ -88,7 +89,15 @@ class StateTable:
 
     def wait_changed(self, timeout: float) -> None:
         """Release the lock until the state changes or ``timeout`` passes (lock held)."""
-        self._changed.wait(timeout)
+        self._waiters += 1
+        try:
+            self._changed.wait(timeout)
+        finally:
+            self._waiters -= 1
+
+    def waiting(self) -> int:
+        """How many threads are in :meth:`wait_changed` (long-polls, second stops)."""
+        return self._waiters
 
     # -- status ------------------------------------------------------------------
 
@@ -248,7 +257,7 @@ class StateTable:
                 raise OperationTimeout(
                     f"worker {worker_id!r} is still stopping", details={"worker_id": worker_id}
                 )
-            self._changed.wait(remaining)
+            self.wait_changed(remaining)
 
     # -- logs --------------------------------------------------------------------
 

@@ -36,8 +36,8 @@ __all__ = ["RunLifecycle"]
 
 log = logging.getLogger("worker_runtime.runs")
 
-SHUTDOWN_STATUS = RunStatus.CANCELLED
-SHUTDOWN_ERROR = "cancelled: the runtime is shutting down"
+SHUTDOWN_STATUS = RunStatus.INTERRUPTED
+SHUTDOWN_ERROR = "interrupted: the runtime is shutting down"
 CRASH_ERROR = "the runtime stopped during the run"
 
 _USAGE_FIELD = {
@@ -301,7 +301,7 @@ class RunLifecycle:
         return Ended(run_id=run.run_id, status=job.final_status, event_id=job.final_event_id)
 
     def shutdown(self) -> None:
-        """End every run, then stop the pool and the timers."""
+        """End every run ``interrupted`` (SPEC section 9), then stop the pool and the timers."""
         with self._state.locked():  # run threads change the jobs under this lock
             jobs = self._pool.jobs()
             for job in jobs:
