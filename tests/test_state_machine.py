@@ -87,11 +87,11 @@ class RuntimeMachine(RuleBasedStateMachine):
 
     def restart(self) -> None:
         """Close the runtime and open it again (for a durable store). Closing
-        cancels the runs still held open."""
+        interrupts the runs still held open (SPEC section 9, revision 2)."""
         self.rt.close()
         for worker in self.model.values():
             if worker.active_run is not None:
-                worker.end_run(RunStatus.CANCELLED, WorkerStatus.IDLE)
+                worker.end_run(RunStatus.INTERRUPTED, WorkerStatus.IDLE)
         self.rt = self.open_runtime()
 
     def teardown(self) -> None:
