@@ -15,12 +15,12 @@ import hashlib
 import json
 import threading
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .commands import Command, R_co, result_type
 from .errors import IdempotencyKeyReused, InvalidRequest, RuntimeUnavailable, UnsupportedOperation
-from .fields import check_fields
+from .fields import checker_for
 from .handlers import Context, Registration
 from .stores import IdempotencyRecord
 from .wire import decode_command, encode_command, from_json, to_json
@@ -29,6 +29,9 @@ __all__ = ["MAX_IDEMPOTENCY_KEY", "Dispatcher"]
 
 MAX_IDEMPOTENCY_KEY = 255
 _STRIPES = 64
+
+_Entry = tuple[Registration, Callable[[Any], None]]
+"""A command's registration and its field check."""
 
 
 class Dispatcher:
@@ -39,7 +42,10 @@ class Dispatcher:
         self, handlers: Mapping[type[Command[Any]], Registration], context: Context
     ) -> None:
         self._ctx = context
-        self._handlers = handlers
+        # One lookup per dispatch finds both the handler and the field check.
+        self._handlers: dict[type[Command[Any]], _Entry] = {
+            cls: (registration, checker_for(cls)) for cls, registration in handlers.items()
+        }
         # Concurrent duplicates of one key must do the work once: each key maps
         # to one of a fixed set of locks, held while the first one runs.
         self._key_locks = [threading.Lock() for _ in range(_STRIPES)]
@@ -50,26 +56,31 @@ class Dispatcher:
         Every field must have its declared type: a wrong one is an
         ``InvalidRequest`` naming the field, never a ``TypeError``.
         """
-        check_fields(command)
-        return self._dispatch(command, idempotency_key)
+        entry = self._handlers.get(type(command))
+        if entry is not None:
+            entry[1](command)
+        return self._run(entry, command, idempotency_key)
 
     def dispatch_json(self, wire: Any, *, idempotency_key: str | None = None) -> dict[str, Any]:
         """Decode and validate a wire command, run it, return the result's JSON."""
         # decode_command checked every field against the schema already.
-        result = self._dispatch(decode_command(wire), idempotency_key)
+        command = decode_command(wire)
+        result = self._run(self._handlers.get(type(command)), command, idempotency_key)
         data: dict[str, Any] = to_json(result)
         return data
 
-    def _dispatch(self, command: Command[R_co], idempotency_key: str | None) -> R_co:
+    def _run(
+        self, entry: _Entry | None, command: Command[R_co], idempotency_key: str | None
+    ) -> R_co:
         if self._ctx.state.status == "stopping":
             # Closed (or closing): the store may already be released.
             raise RuntimeUnavailable("the runtime is closed", details={"retry_after_s": 1})
-        registration = self._handlers.get(type(command))
-        if registration is None:
+        if entry is None:
             raise UnsupportedOperation(
                 f"no handler for command {type(command).__name__}",
                 details={"command": type(command).__name__},
             )
+        registration = entry[0]
         if idempotency_key is None:
             result = registration.handler(self._ctx, command)
             self._ctx.state.sync()

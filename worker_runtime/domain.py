@@ -12,6 +12,31 @@ from enum import StrEnum
 
 from .errors import InvalidRequest, InvalidWorkerId
 
+__all__ = [
+    "ID_PATTERN",
+    "CapabilityRequest",
+    "ConfigBundleRef",
+    "Diagnostic",
+    "Event",
+    "InputKind",
+    "OpaqueRef",
+    "ProfileSelector",
+    "Role",
+    "Run",
+    "RunStatus",
+    "RuntimeRecord",
+    "Severity",
+    "TranscriptEntry",
+    "Usage",
+    "WorkerIntent",
+    "WorkerRecord",
+    "WorkerRef",
+    "WorkerStatus",
+    "check_runtime_id",
+    "check_worker_id",
+    "is_valid_id",
+]
+
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 _ID_RE = re.compile(ID_PATTERN)
 

@@ -12,9 +12,10 @@ lookups per field.
 from __future__ import annotations
 
 import dataclasses
+import operator
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .commands import Command
@@ -39,30 +40,59 @@ class _Field:
 def check_fields(command: Command[Any]) -> None:
     """Raise ``InvalidRequest`` (``details.field``) unless every field of
     ``command`` has its declared type."""
-    for spec in _plan(type(command)):
-        value = getattr(command, spec.name)
-        kind = type(value)
-        if kind in spec.exact:
-            if spec.items is None or all(isinstance(v, spec.items) for v in value):
-                continue
-        elif (value is None and spec.nullable) or (
-            isinstance(value, spec.accepted) and (bool in spec.exact or kind is not bool)
-        ):
-            continue
-        raise InvalidRequest(
-            f"{spec.name} must be {spec.expected}, not {kind.__name__}",
-            details={"field": spec.name, "reason": f"expected {spec.expected}"},
-        )
+    checker_for(type(command))(command)
 
 
-_PLANS: dict[type, tuple[_Field, ...]] = {}
+def checker_for(cls: type) -> Callable[[Any], None]:
+    """:func:`check_fields` for commands of class ``cls``, built once (the
+    dispatcher keeps one per registered command)."""
+    check = _CHECKERS.get(cls)
+    if check is None:
+        check = _CHECKERS[cls] = _build_checker(_make_plan(cls))
+    return check
 
 
-def _plan(cls: type) -> tuple[_Field, ...]:
-    plan = _PLANS.get(cls)
-    if plan is None:
-        plan = _PLANS[cls] = _make_plan(cls)
-    return plan
+def _build_checker(fields: tuple[_Field, ...]) -> Callable[[Any], None]:
+    # Tuple fields need their items looked at: never on the fast path.
+    none: frozenset[type] = frozenset({type(None)})
+    exact = tuple(
+        frozenset() if f.items is not None else f.exact | (none if f.nullable else frozenset())
+        for f in fields
+    )
+    names = [f.name for f in fields]
+    if not names:
+        return lambda command: None
+    values = operator.attrgetter(*names) if len(names) > 1 else None
+    name = names[0]
+    contains = frozenset.__contains__
+
+    def check(command: Any) -> None:
+        found = values(command) if values is not None else (getattr(command, name),)
+        # The common case, all in C: each value's exact type is in its field's set.
+        if all(map(contains, exact, map(type, found))):
+            return
+        for spec in fields:
+            _check_field(spec, getattr(command, spec.name))
+
+    return check
+
+
+def _check_field(spec: _Field, value: Any) -> None:
+    kind = type(value)
+    if value is None and spec.nullable:
+        return
+    if spec.items is not None:
+        if isinstance(value, tuple) and all(isinstance(v, spec.items) for v in value):
+            return
+    elif isinstance(value, spec.accepted) and (bool in spec.accepted or kind is not bool):
+        return
+    raise InvalidRequest(
+        f"{spec.name} must be {spec.expected}, not {kind.__name__}",
+        details={"field": spec.name, "reason": f"expected {spec.expected}"},
+    )
+
+
+_CHECKERS: dict[type, Callable[[Any], None]] = {}
 
 
 def _make_plan(cls: type) -> tuple[_Field, ...]:
@@ -100,7 +130,7 @@ def _field(name: str, hint: Any) -> _Field:
         expected += " or None"
     return _Field(
         name=name,
-        exact=frozenset(accepted),
+        exact=frozenset({dict} if accepted == (Mapping,) else accepted),
         accepted=accepted,
         nullable=nullable,
         items=items,
