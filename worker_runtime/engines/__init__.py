@@ -18,6 +18,7 @@ __all__ = [
     "EchoEngine",
     "Emit",
     "Engine",
+    "EngineFactory",
     "EngineFailure",
     "OpenAIChatEngine",
     "RunContext",
