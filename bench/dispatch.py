@@ -3,7 +3,7 @@
     python bench/dispatch.py [--reps 15] [--calls 2000]
 
 For each read command, the baseline is the command's handler called directly
-(``handlers.get_worker(rt, cmd)``): what a caller would pay without the
+(``HANDLERS[GetWorker].handler(rt.context, cmd)``): what a caller would pay without the
 dispatcher. Both are timed in the same process, in interleaved repetitions
 (direct, dispatched, direct, ...), and compared by their medians, so machine
 noise hits both alike. The goal is a ratio of at most 1.3.
@@ -59,10 +59,10 @@ def per_call(fn: Callable[[], Any], calls: int) -> float:
 
 def compare(rt: Runtime, command: c.Command[Any], reps: int, calls: int) -> dict[str, float]:
     """Median seconds per call: handler direct, ``dispatch``, ``dispatch_json``."""
-    handler = HANDLERS[type(command)]
+    handler, ctx = HANDLERS[type(command)].handler, rt.context
     wire = encode_command(command)
     ways: dict[str, Callable[[], Any]] = {
-        "direct": lambda: handler(rt, command),
+        "direct": lambda: handler(ctx, command),
         "dispatch": lambda: rt.dispatch(command),
         "dispatch_json": lambda: rt.dispatch_json(wire),
     }

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.servers import ServerProcess, python_load
-from tests.fs_support import NOW, worker_record
+from tests.support.fs_support import NOW, worker_record
 from worker_runtime.domain import (
     Diagnostic,
     Event,

@@ -21,9 +21,9 @@ from adapters.cli import (
 from adapters.settings import Token, generate_token
 from worker_runtime.errors import ConfigError
 
-from .http_helpers import cli_argv
-from .server import TOKEN, Server
-from .server import serve as run_server
+from .support.http_helpers import cli_argv
+from .support.server import TOKEN, Server
+from .support.server import serve as run_server
 
 
 def test_defaults() -> None:

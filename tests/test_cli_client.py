@@ -18,9 +18,9 @@ from adapters.cli import build_parser, main
 from worker_runtime import commands as c
 from worker_runtime.client import RemoteRuntime
 
-from .client_support import Proxy
-from .helpers import examples, run_examples
-from .server import TOKEN, Server, serve
+from .support.client_support import Proxy
+from .support.helpers import examples, run_examples
+from .support.server import TOKEN, Server, serve
 
 pytestmark = pytest.mark.timeout(120)
 

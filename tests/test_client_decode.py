@@ -12,7 +12,7 @@ from worker_runtime.client.decode import converter
 from worker_runtime.domain import ConfigBundleRef, ProfileSelector, WorkerIntent
 from worker_runtime.wire import from_json, to_json
 
-from .client_support import run_end
+from .support.client_support import run_end
 
 
 def test_decoder_agrees_with_from_json(runtime: Runtime) -> None:

@@ -13,10 +13,10 @@ import pytest
 from worker_runtime import commands as c
 from worker_runtime.client import RemoteRuntime
 from worker_runtime.domain import Event
+from worker_runtime.testing import TERMINAL_EVENTS
 
-from .client_support import Proxy
-from .helpers import TERMINAL_EVENTS
-from .server import TOKEN, start, stop
+from .support.client_support import Proxy
+from .support.server import TOKEN, start, stop
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -12,8 +12,8 @@ from worker_runtime import commands as c
 from worker_runtime import errors
 from worker_runtime.client import ClientClosed, InvalidResponse, RemoteRuntime, RuntimeUnreachable
 
-from .client_support import Proxy, run_end
-from .server import TOKEN, Server, serve
+from .support.client_support import Proxy, run_end
+from .support.server import TOKEN, Server, serve
 
 pytestmark = pytest.mark.timeout(120)
 

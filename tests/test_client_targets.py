@@ -19,7 +19,7 @@ from worker_runtime import RuntimeAPI, errors
 from worker_runtime import commands as c
 from worker_runtime.domain import ConfigBundleRef, ProfileSelector, WorkerIntent, WorkerStatus
 
-from .client_support import TARGETS, normalize, open_target, run_end
+from .support.client_support import TARGETS, normalize, open_target, run_end
 
 pytestmark = pytest.mark.timeout(120)
 

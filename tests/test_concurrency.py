@@ -18,9 +18,7 @@ from worker_runtime import commands as c
 from worker_runtime import results as r
 from worker_runtime.domain import Event, Role, WorkerStatus
 from worker_runtime.engines import Emit, RunContext
-
-from .fakes import ScriptEngine, make_runtime, named
-from .helpers import TERMINAL_EVENTS
+from worker_runtime.testing import TERMINAL_EVENTS, ScriptEngine, make_runtime, named
 
 THREADS = 6
 OPS_PER_THREAD = 400

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .server import Server, serve
+from .support.server import Server, serve
 
 CYCLES = 3
 CLIENTS = 4

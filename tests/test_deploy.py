@@ -19,9 +19,9 @@ import pytest
 from adapters.cli import build_parser
 from worker_runtime import RuntimeConfig
 
-from .helpers import section
-from .http_helpers import cli_argv
-from .server import TOKEN, serve
+from .support.helpers import section
+from .support.http_helpers import cli_argv
+from .support.server import TOKEN, serve
 
 yaml = pytest.importorskip("yaml")
 

@@ -7,10 +7,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .engine_support import alive, read_pids, wait_until
-from .helpers import TERMINAL_EVENTS
-from .openai_stub import run_stub
-from .server import Server, serve
+from worker_runtime.testing import TERMINAL_EVENTS, wait_until
+
+from .support.engine_support import alive, read_pids
+from .support.openai_stub import run_stub
+from .support.server import Server, serve
 
 
 def wait_run_end(server: Server, run_id: str, timeout: float = 20.0) -> dict[str, Any]:

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from .http_helpers import ROUTES, SPEC_CODES, cli_argv
-from .server import TOKEN, Server, serve
+from .support.http_helpers import ROUTES, SPEC_CODES, cli_argv
+from .support.server import TOKEN, Server, serve
 
 SLOW = {"profile": {"kind": "named", "value": "slow"}}
 

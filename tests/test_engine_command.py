@@ -17,8 +17,9 @@ import pytest
 from worker_runtime import Runtime, commands
 from worker_runtime.domain import WorkerIntent
 from worker_runtime.engines.command import TRUNCATED, _BoundedOutput
+from worker_runtime.testing import wait_for_run_end, wait_until
 
-from .engine_support import (
+from .support.engine_support import (
     alive,
     create,
     open_runtime,
@@ -26,10 +27,8 @@ from .engine_support import (
     reply,
     run_once,
     send,
-    wait_until,
     zombie_children,
 )
-from .helpers import wait_for_run_end
 
 PY = sys.executable
 

@@ -14,10 +14,10 @@ from worker_runtime import Runtime, commands
 from worker_runtime.domain import Role, TranscriptEntry, WorkerIntent
 from worker_runtime.engines import RunContext, RunSignal
 from worker_runtime.engines.openai_chat import build_messages
+from worker_runtime.testing import wait_for_run_end, wait_until
 
-from .engine_support import create, open_runtime, reply, run_once, send, wait_until
-from .helpers import wait_for_run_end
-from .openai_stub import Stub, run_stub
+from .support.engine_support import create, open_runtime, reply, run_once, send
+from .support.openai_stub import Stub, run_stub
 
 KEY = "sk-test-0123456789abcdefSECRET"
 KEY_ENV = "WR_TEST_OPENAI_KEY"

@@ -26,15 +26,15 @@ from worker_runtime.engines import (
     kill_stale_group,
 )
 from worker_runtime.engines.command import CommandSettings
+from worker_runtime.testing import wait_until
 
-from .engine_support import (
+from .support.engine_support import (
     alive,
     create,
     kill_all_with_env,
     open_runtime,
     processes_with_env,
     send,
-    wait_until,
 )
 
 PY = sys.executable

@@ -15,9 +15,9 @@ from worker_runtime import Runtime
 from worker_runtime import commands as c
 from worker_runtime.domain import WorkerStatus
 from worker_runtime.errors import RuntimeUnavailable, StoreCorrupt, WorkerNotFound
+from worker_runtime.testing import wait_for_run_end
 
-from .fs_support import FaultyOps, open_runtime, runtime_dir
-from .helpers import wait_for_run_end
+from .support.fs_support import FaultyOps, open_runtime, runtime_dir
 
 
 def _talk(rt: Runtime, worker_id: str, *texts: str) -> None:

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.http_helpers import AUTH, client
+from tests.support.http_helpers import AUTH, client
 from worker_runtime import Runtime
 from worker_runtime import commands as c
 from worker_runtime.errors import RuntimeUnavailable, StoreCorrupt
+from worker_runtime.testing import wait_for_run_end
 
-from .fs_support import FaultyOps, open_runtime, runtime_dir
-from .helpers import wait_for_run_end
+from .support.fs_support import FaultyOps, open_runtime, runtime_dir
 
 CANARY = b"root:x:0:0:a system file the runtime must never touch\n"
 

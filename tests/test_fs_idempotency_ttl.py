@@ -17,7 +17,7 @@ from worker_runtime.errors import ConfigError, IdempotencyKeyReused
 from worker_runtime.stores import MemoryStore
 from worker_runtime.stores.fs import FsStore
 
-from .fs_support import RUNTIME_ID, runtime_dir
+from .support.fs_support import RUNTIME_ID, runtime_dir
 
 DAY = 86400.0
 

@@ -11,8 +11,8 @@ from worker_runtime.clock import new_id
 from worker_runtime.errors import ConfigError
 from worker_runtime.stores.fs import FsStore
 
-from .fs_support import RUNTIME_ID, child, open_runtime, runtime_dir
-from .server import serve
+from .support.fs_support import RUNTIME_ID, child, open_runtime, runtime_dir
+from .support.server import serve
 
 _OPEN_SAME_DIR = """
 import sys

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import examples, run_examples, section
+from .support.helpers import examples, run_examples, section
 
 pytestmark = pytest.mark.timeout(60)
 

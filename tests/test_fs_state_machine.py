@@ -41,8 +41,8 @@ from worker_runtime.stores import IdempotencyRecord, MemoryStore
 from worker_runtime.stores.fs import FsStore
 from worker_runtime.stores.fs import flush as fs_flush
 
-from . import strategies
-from .fs_support import NOW, RUNTIME_ID, FaultyOps, open_runtime, worker_record
+from .support import strategies
+from .support.fs_support import NOW, RUNTIME_ID, FaultyOps, open_runtime, worker_record
 from .test_state_machine import POOL, RuntimeMachine
 
 

@@ -15,10 +15,9 @@ from worker_runtime.domain import Event, Role, RunStatus, RuntimeRecord, WorkerS
 from worker_runtime.errors import IdempotencyKeyReused, RuntimeUnavailable, WorkerNotFound
 from worker_runtime.stores.fs import FsStore
 from worker_runtime.stores.fs import flush as fs_flush
+from worker_runtime.testing import GateEngine, wait_for_event, wait_for_run_end
 
-from .fakes import GateEngine
-from .fs_support import RUNTIME_ID, FaultyOps, child, open_runtime, read_line
-from .helpers import wait_for_event, wait_for_run_end
+from .support.fs_support import RUNTIME_ID, FaultyOps, child, open_runtime, read_line
 
 NOW = "2024-01-01T00:00:00.000Z"
 
@@ -183,9 +182,9 @@ import sys, threading
 from pathlib import Path
 from worker_runtime import Runtime, RuntimeConfig
 from worker_runtime import commands as c
-from tests.fakes import GateEngine, named
-from tests.fs_support import open_runtime
-from tests.helpers import wait_for_event
+from worker_runtime.testing import GateEngine, named
+from tests.support.fs_support import open_runtime
+from worker_runtime.testing import wait_for_event
 
 rt = open_runtime(Path(sys.argv[1]), engines={"gate": GateEngine()})
 rt.dispatch(c.CreateWorker(worker_id="busy", profile=named("gate")))

@@ -26,7 +26,7 @@ from worker_runtime.errors import RuntimeUnavailable
 from worker_runtime.stores.base import IdempotencyRecord
 from worker_runtime.stores.fs import FsStore
 
-from .fs_support import NOW, RUNTIME_ID, FaultyOps, NoSyncOps, runtime_dir, worker_record
+from .support.fs_support import NOW, RUNTIME_ID, FaultyOps, NoSyncOps, runtime_dir, worker_record
 
 FAST = NoSyncOps()  # reopening hundreds of copies: what is on disk matters here, not fsync
 N = 3  # records per log in the fixture

@@ -24,9 +24,13 @@ from worker_runtime.domain import (
     WorkerStatus,
 )
 from worker_runtime.stores import MemoryStore
-
-from .fakes import GateEngine, make_runtime, named
-from .helpers import state_lock_held_elsewhere, wait_for_run_end
+from worker_runtime.testing import (
+    GateEngine,
+    make_runtime,
+    named,
+    state_lock_held_elsewhere,
+    wait_for_run_end,
+)
 
 
 @dataclass

@@ -14,10 +14,10 @@ import pytest
 from falcon import testing
 
 from worker_runtime import Runtime, RuntimeConfig, commands, errors
+from worker_runtime.testing import state_lock_held_elsewhere
 
-from .helpers import state_lock_held_elsewhere
-from .http_helpers import AUTH, ROUTES, TOKEN, client, error_code, hold_runtime
-from .server import serve
+from .support.http_helpers import AUTH, ROUTES, TOKEN, client, error_code, hold_runtime
+from .support.server import serve
 
 
 @pytest.fixture

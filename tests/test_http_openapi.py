@@ -19,7 +19,7 @@ from worker_runtime.commands import CreateWorker
 from worker_runtime.routes import ROUTES as ROUTES_TABLE
 from worker_runtime.wire import schema_document
 
-from .http_helpers import AUTH, ROUTES, SPEC_CODES, client, error_code
+from .support.http_helpers import AUTH, ROUTES, SPEC_CODES, client, error_code
 
 
 @pytest.fixture(scope="module")

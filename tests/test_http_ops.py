@@ -21,9 +21,9 @@ from adapters.settings import LogSettings
 from worker_runtime import Runtime
 from worker_runtime.errors import RuntimeUnavailable
 from worker_runtime.stores.memory import MemoryStore
+from worker_runtime.testing import GateEngine, ScriptEngine, fail_with, make_runtime
 
-from .fakes import GateEngine, ScriptEngine, fail_with, make_runtime
-from .http_helpers import AUTH, TOKEN
+from .support.http_helpers import AUTH, TOKEN
 
 
 class BrokenDiskStore(MemoryStore):

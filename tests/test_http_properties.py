@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from worker_runtime import Runtime, RuntimeConfig
 
-from .http_helpers import AUTH, ROUTES, TOKEN, Conformance, client
+from .support.http_helpers import AUTH, ROUTES, TOKEN, Conformance, client
 
 _TEMPLATES = [
     (method, re.compile("^" + t.replace("{worker_id}", "[^/]+") + "$"), t)

@@ -15,9 +15,9 @@ import pytest
 from worker_runtime import RuntimeConfig
 from worker_runtime.config import ENV_PREFIX
 
-from .helpers import section
-from .http_helpers import SPEC_CODES
-from .server import TOKEN, Server, serve
+from .support.helpers import section
+from .support.http_helpers import SPEC_CODES
+from .support.server import TOKEN, Server, serve
 
 ROOT = Path(__file__).resolve().parent.parent
 SH_BLOCK = re.compile(r"^```sh\n(.*?)^```$", re.MULTILINE | re.DOTALL)

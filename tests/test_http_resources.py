@@ -12,7 +12,7 @@ from falcon import testing
 
 from worker_runtime import Runtime
 
-from .http_helpers import AUTH, Conformance, client, error_code, hold_runtime
+from .support.http_helpers import AUTH, Conformance, client, error_code, hold_runtime
 
 HOLD = {"profile": {"kind": "named", "value": "hold"}}
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from .server import TOKEN, serve
+from .support.server import TOKEN, serve
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 EXECUTABLE = shutil.which("schemathesis", path=os.path.dirname(sys.executable)) or shutil.which(

@@ -21,7 +21,7 @@ from adapters.settings import (
 from worker_runtime import Runtime, RuntimeConfig
 from worker_runtime.errors import ConfigError
 
-from .http_helpers import TOKEN
+from .support.http_helpers import TOKEN
 
 
 def test_max_body_bytes_default_and_override() -> None:

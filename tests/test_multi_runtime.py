@@ -12,9 +12,9 @@ from worker_runtime import commands as c
 from worker_runtime import errors
 from worker_runtime.client import RemoteRuntime
 
-from .client_support import run_end
-from .http_helpers import cli_argv
-from .server import Server, start, stop
+from .support.client_support import run_end
+from .support.http_helpers import cli_argv
+from .support.server import Server, start, stop
 
 pytestmark = pytest.mark.timeout(180)
 

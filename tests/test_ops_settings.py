@@ -21,7 +21,7 @@ from worker_runtime import RuntimeConfig, __version__
 from worker_runtime.config import env_variable
 from worker_runtime.errors import ConfigError
 
-from .http_helpers import TOKEN
+from .support.http_helpers import TOKEN
 
 
 def test_known_variables_cover_the_runtime_config_and_the_adapter() -> None:

@@ -15,7 +15,7 @@ from worker_runtime.errors import ConfigError, UnknownProfile, UnsupportedCapabi
 from worker_runtime.profiles import Profile
 from worker_runtime.profiles_file import load_profiles, parse_profiles
 
-from .engine_support import create, reply, run_once
+from .support.engine_support import create, reply, run_once
 
 TOML = """
 [profiles.words]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from .helpers import examples, matches, run_examples, section
+from .support.helpers import examples, matches, run_examples, section
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -15,9 +15,17 @@ from worker_runtime.clock import Clock
 from worker_runtime.domain import Role, Run, RunStatus, Severity, WorkerStatus
 from worker_runtime.engines import Emit, RunContext
 from worker_runtime.stores import MemoryStore
-
-from .fakes import GateEngine, ManualClock, ScriptEngine, fail_with, make_runtime, named
-from .helpers import wait_for_event, wait_for_run_end
+from worker_runtime.testing import (
+    GateEngine,
+    ManualClock,
+    ScriptEngine,
+    fail_with,
+    make_runtime,
+    named,
+    wait_for_event,
+    wait_for_run_end,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -274,7 +282,8 @@ def test_runs_execute_on_the_pool_not_the_callers_thread() -> None:
     assert len(threads) == 1 and threads[0].startswith("wr-run")
 
 
-def test_closing_the_runtime_cancels_active_runs(gate: GateEngine) -> None:
+def test_closing_the_runtime_interrupts_active_runs(gate: GateEngine) -> None:
+    # SPEC section 9 (revision 2): a shutdown ends active runs interrupted.
     store = MemoryStore("rt-close")
     rt = make_runtime({"gate": gate}, store=store)
     ack = start(rt, "w", "gate")
@@ -282,7 +291,8 @@ def test_closing_the_runtime_cancels_active_runs(gate: GateEngine) -> None:
     rt.close()
     assert gate.outcomes[ack.run_id] == "aborted"
     ended = [e for e in store.read_events(0, 1000) if e.run_id == ack.run_id]
-    assert ended[-1].type == "run_cancelled"
+    assert ended[-1].type == "run_interrupted"
+    assert "shutting down" in str(ended[-1].data["error"])
     with pytest.raises(errors.RuntimeUnavailable):
         rt.dispatch(c.GetWorker(worker_id="w"))
     rt.close()  # idempotent
@@ -296,9 +306,26 @@ def test_closing_finalizes_stuck_and_queued_runs() -> None:
     for ack in acks[:2]:
         stuck.wait_started(ack.run_id)
     rt.close()
-    ends = {e.run_id: e.type for e in store.read_events(0, 1000) if e.type.startswith("run_")}
-    assert [ends[ack.run_id] for ack in acks] == ["run_cancelled"] * 3
+    ends = {e.run_id: e for e in store.read_events(0, 1000) if e.type.startswith("run_")}
+    assert [ends[ack.run_id].type for ack in acks] == ["run_interrupted"] * 3
+    assert all("shutting down" in str(ends[ack.run_id].data["error"]) for ack in acks)
     stuck.open_all()
+
+
+def test_closing_answers_a_waiting_long_poll_at_once() -> None:
+    rt = make_runtime({}, max_event_wait_s=300)
+    cursor = rt.dispatch(c.GetRuntime()).last_event_id + 1
+    answered: list[int] = []
+    waiter = threading.Thread(
+        target=lambda: answered.append(
+            len(rt.dispatch(c.ReadEvents(cursor=cursor, wait=300)).events)
+        )
+    )
+    waiter.start()
+    wait_until(lambda: rt.context.state.waiting() > 0, what="the long-poll to wait")
+    rt.close()
+    waiter.join(30)  # far less than the poll's 300 s: close answered it
+    assert not waiter.is_alive() and answered == [0]
 
 
 class FlakyRunStore(MemoryStore):

@@ -9,9 +9,7 @@ import time
 from worker_runtime import Runtime
 from worker_runtime import commands as c
 from worker_runtime import results as r
-
-from .fakes import ScriptEngine, fail_with, make_runtime, named
-from .helpers import wait_for_run_end
+from worker_runtime.testing import ScriptEngine, fail_with, make_runtime, named, wait_for_run_end
 
 
 def test_run_totals_count_finished_runs_by_status() -> None:

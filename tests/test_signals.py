@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from .http_helpers import cli_argv
-from .server import Response, Server, serve, waitress_argv
+from .support.http_helpers import cli_argv
+from .support.server import Response, Server, serve, waitress_argv
 
 CANCEL_GRACE_S = 2.0
 

@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 
 from worker_runtime import Runtime, commands
+from worker_runtime.testing import TERMINAL_EVENTS
 
-from .engine_support import create, open_fds, open_runtime, send, zombie_children
-from .helpers import TERMINAL_EVENTS
+from .support.engine_support import create, open_fds, open_runtime, send, zombie_children
 
 WORKERS = 4
 ROUNDS = 750  # 3000 runs

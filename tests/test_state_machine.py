@@ -28,13 +28,18 @@ from hypothesis.stateful import (
 
 from worker_runtime import Runtime, errors
 from worker_runtime import commands as c
+from worker_runtime.commands import RESULT_TYPES
 from worker_runtime.domain import Role, RunStatus, WorkerStatus
-from worker_runtime.handlers import RESULT_TYPES
+from worker_runtime.testing import (
+    TERMINAL_EVENTS,
+    GateEngine,
+    make_runtime,
+    named,
+    wait_for_run_end,
+)
 from worker_runtime.wire import to_json, validate_result
 
-from . import strategies
-from .fakes import GateEngine, make_runtime, named
-from .helpers import TERMINAL_EVENTS, wait_for_run_end
+from .support import strategies
 
 POOL = 8
 """Run pool size; the machine holds at most ``POOL - 1`` runs open at once, so a
@@ -82,11 +87,11 @@ class RuntimeMachine(RuleBasedStateMachine):
 
     def restart(self) -> None:
         """Close the runtime and open it again (for a durable store). Closing
-        cancels the runs still held open."""
+        interrupts the runs still held open (SPEC section 9, revision 2)."""
         self.rt.close()
         for worker in self.model.values():
             if worker.active_run is not None:
-                worker.end_run(RunStatus.CANCELLED, WorkerStatus.IDLE)
+                worker.end_run(RunStatus.INTERRUPTED, WorkerStatus.IDLE)
         self.rt = self.open_runtime()
 
     def teardown(self) -> None:

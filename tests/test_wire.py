@@ -14,8 +14,17 @@ from hypothesis import strategies as st
 from worker_runtime import Runtime, RuntimeConfig, errors
 from worker_runtime import commands as c
 from worker_runtime import results as r
+from worker_runtime.commands import RESULT_TYPES
 from worker_runtime.domain import ConfigBundleRef, InputKind, OpaqueRef, WorkerIntent, WorkerStatus
-from worker_runtime.handlers import HANDLERS, RESULT_TYPES
+from worker_runtime.handlers import HANDLERS
+from worker_runtime.testing import (
+    GateEngine,
+    ScriptEngine,
+    fail_with,
+    make_runtime,
+    named,
+    wait_for_run_end,
+)
 from worker_runtime.wire import (
     decode_command,
     encode_command,
@@ -25,9 +34,7 @@ from worker_runtime.wire import (
     validate_result,
 )
 
-from . import strategies
-from .fakes import GateEngine, ScriptEngine, fail_with, make_runtime, named
-from .helpers import wait_for_run_end
+from .support import strategies
 
 ERROR_CODES = {
     cls.code

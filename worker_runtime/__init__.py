@@ -11,11 +11,10 @@ In-process use::
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from . import commands, errors, results
 from .api import RuntimeAPI
 from .config import RuntimeConfig
 from .runtime import Runtime
+from .version import __version__
 
 __all__ = ["Runtime", "RuntimeAPI", "RuntimeConfig", "__version__", "commands", "errors", "results"]

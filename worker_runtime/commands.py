@@ -7,8 +7,9 @@ Pass a command to :meth:`worker_runtime.Runtime.dispatch`.
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from .domain import (
     CapabilityRequest,
@@ -36,6 +37,7 @@ R_co = TypeVar("R_co", bound=Result, covariant=True)
 
 __all__ = [
     "COMMANDS",
+    "RESULT_TYPES",
     "CancelRun",
     "Command",
     "CreateWorker",
@@ -47,6 +49,7 @@ __all__ = [
     "ReadEvents",
     "SendInput",
     "StopWorker",
+    "result_type",
 ]
 
 
@@ -153,3 +156,29 @@ COMMANDS: dict[str, type[Command[Result]]] = {
         GetDiagnostics,
     )
 }
+
+
+def result_type(command: type[Command[Any]]) -> type[Result]:
+    """The result class a command's dispatch returns: its ``Command[R]`` parameter."""
+    known = _RESULT_TYPES.get(command)
+    if known is None:
+        known = _RESULT_TYPES[command] = _find_result_type(command)
+    return known
+
+
+def _find_result_type(command: type[Command[Any]]) -> type[Result]:
+    for klass in command.__mro__:
+        for base in getattr(klass, "__orig_bases__", ()):
+            if typing.get_origin(base) is Command:
+                (result,) = typing.get_args(base)
+                if isinstance(result, type) and issubclass(result, Result):
+                    return result
+    raise TypeError(f"{command.__name__} does not name its result type")
+
+
+_RESULT_TYPES: dict[type[Command[Any]], type[Result]] = {}
+
+RESULT_TYPES: dict[type[Command[Result]], type[Result]] = {
+    cls: result_type(cls) for cls in COMMANDS.values()
+}
+"""Each command's result class, read off its ``Command[R]`` base."""

@@ -12,6 +12,32 @@ from enum import StrEnum
 
 from .errors import InvalidRequest, InvalidWorkerId
 
+__all__ = [
+    "ID_PATTERN",
+    "USAGE_FIELD",
+    "CapabilityRequest",
+    "ConfigBundleRef",
+    "Diagnostic",
+    "Event",
+    "InputKind",
+    "OpaqueRef",
+    "ProfileSelector",
+    "Role",
+    "Run",
+    "RunStatus",
+    "RuntimeRecord",
+    "Severity",
+    "TranscriptEntry",
+    "Usage",
+    "WorkerIntent",
+    "WorkerRecord",
+    "WorkerRef",
+    "WorkerStatus",
+    "check_runtime_id",
+    "check_worker_id",
+    "is_valid_id",
+]
+
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 _ID_RE = re.compile(ID_PATTERN)
 
@@ -130,6 +156,16 @@ class Usage:
     runs_timed_out: int = 0
     runs_interrupted: int = 0
     output_chars: int = 0
+
+
+USAGE_FIELD = {
+    RunStatus.COMPLETED: "runs_completed",
+    RunStatus.FAILED: "runs_failed",
+    RunStatus.CANCELLED: "runs_cancelled",
+    RunStatus.TIMED_OUT: "runs_timed_out",
+    RunStatus.INTERRUPTED: "runs_interrupted",
+}
+"""The :class:`Usage` counter of each final run status."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -6,12 +6,12 @@ a profiles file (see ``profiles_file``) and are resolved here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .domain import ProfileSelector
-from .engines import ENGINES, Engine, build_engine
+from .engines import ENGINES, Engine, EngineFactory, build_engine
 from .errors import UnknownProfile
 
 __all__ = ["DEFAULT_PROFILE", "Profile", "ProfileRegistry"]
@@ -32,9 +32,6 @@ class Profile:
 
 
 BUILTIN_PROFILES = (Profile(name="echo", kind="builtin", engine="echo"),)
-
-
-EngineFactory = Callable[[Mapping[str, Any]], Engine]
 
 
 class ProfileRegistry:

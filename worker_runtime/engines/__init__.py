@@ -19,6 +19,7 @@ __all__ = [
     "EchoEngine",
     "Emit",
     "Engine",
+    "EngineFactory",
     "EngineFailure",
     "OpenAIChatEngine",
     "RunContext",

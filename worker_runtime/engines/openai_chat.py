@@ -40,9 +40,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
-from .. import __version__
 from ..domain import Role, WorkerIntent
 from ..errors import ConfigError
+from ..version import __version__
 from .base import Emit, Engine, EngineFailure, RunContext
 from .http_stream import AbortableConnection, SseError, iter_sse_data
 from .redact import MaskingEmit, mask

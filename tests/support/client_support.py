@@ -21,9 +21,9 @@ from typing import Any
 from worker_runtime import Runtime, RuntimeAPI, RuntimeConfig
 from worker_runtime.client import RemoteRuntime
 from worker_runtime.domain import Event
+from worker_runtime.testing import TERMINAL_EVENTS
 from worker_runtime.wire import to_json
 
-from .helpers import TERMINAL_EVENTS
 from .server import TOKEN, serve
 
 TARGETS = ("in-process", "remote")

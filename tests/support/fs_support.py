@@ -24,7 +24,7 @@ from worker_runtime.stores.fs import FsStore
 from worker_runtime.stores.fs.fileops import FileOps
 
 RUNTIME_ID = "rt-fs"
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 NOW = "2024-01-01T00:00:00.000Z"
 
 

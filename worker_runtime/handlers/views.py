@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from . import __version__
-from .domain import WorkerRecord, WorkerStatus
-from .results import (
+from ..domain import RunStatus, WorkerRecord, WorkerStatus
+from ..results import (
     Limits,
     ProfileInfo,
     RuntimeInfo,
@@ -15,25 +14,27 @@ from .results import (
     WorkerDetail,
     WorkerSummary,
 )
-
-if TYPE_CHECKING:
-    from .runtime import Runtime
+from ..version import __version__
+from .context import Context
 
 __all__ = ["runtime_info", "worker_detail", "worker_summary"]
 
+_FINAL = tuple(s for s in RunStatus if not s.active)
 
-def display_ref(rt: Runtime, record: WorkerRecord) -> str:
+
+def display_ref(ctx: Context, record: WorkerRecord) -> str:
     """``display_name@runtime name`` (ids when unnamed): a label, never a key."""
-    return f"{record.display_name or record.worker_id}@{rt.display_name or rt.runtime_id}"
+    runtime_name = ctx.config.display_name or ctx.state.runtime_id
+    return f"{record.display_name or record.worker_id}@{runtime_name}"
 
 
-def _common(rt: Runtime, record: WorkerRecord) -> dict[str, Any]:
+def _common(ctx: Context, record: WorkerRecord) -> dict[str, Any]:
     return {
         "runtime_id": record.runtime_id,
         "worker_id": record.worker_id,
-        "worker_ref": rt.ref(record.worker_id),
+        "worker_ref": ctx.state.ref(record.worker_id),
         "display_name": record.display_name,
-        "display_ref": display_ref(rt, record),
+        "display_ref": display_ref(ctx, record),
         "status": record.status,
         "intent": record.intent,
         "profile": record.profile,
@@ -43,13 +44,13 @@ def _common(rt: Runtime, record: WorkerRecord) -> dict[str, Any]:
     }
 
 
-def worker_summary(rt: Runtime, record: WorkerRecord) -> WorkerSummary:
-    return WorkerSummary(**_common(rt, record))
+def worker_summary(ctx: Context, record: WorkerRecord) -> WorkerSummary:
+    return WorkerSummary(**_common(ctx, record))
 
 
-def worker_detail(rt: Runtime, record: WorkerRecord) -> WorkerDetail:
+def worker_detail(ctx: Context, record: WorkerRecord) -> WorkerDetail:
     return WorkerDetail(
-        **_common(rt, record),
+        **_common(ctx, record),
         updated_at=record.updated_at,
         config_bundle=record.config_bundle,
         requested_capabilities=record.requested_capabilities,
@@ -62,29 +63,29 @@ def worker_detail(rt: Runtime, record: WorkerRecord) -> WorkerDetail:
     )
 
 
-def runtime_info(rt: Runtime) -> RuntimeInfo:
+def runtime_info(ctx: Context) -> RuntimeInfo:
     """The runtime summary (lock held)."""
-    counts = rt.counts()
-    c = rt.config
+    state, c = ctx.state, ctx.config
+    counts, totals = state.counts(), state.run_totals()
     return RuntimeInfo(
-        runtime_id=rt.runtime_id,
-        display_name=rt.display_name,
-        store=rt.store.kind,
-        status=rt.status,
+        runtime_id=state.runtime_id,
+        display_name=c.display_name,
+        store=ctx.store.kind,
+        status=state.status,
         version=__version__,
-        started_at=rt.started_at,
+        started_at=state.started_at,
         workers=WorkerCounts(
             idle=counts[WorkerStatus.IDLE],
             running=counts[WorkerStatus.RUNNING],
             stopped=counts[WorkerStatus.STOPPED],
-            total=len(rt.workers),
+            total=len(state),
         ),
-        active_runs=rt.runs.count(),
-        runs=_run_totals(rt),
+        active_runs=ctx.runs.count(),
+        runs=RunTotals(**{s.value: totals.get(s, 0) for s in _FINAL}),
         queued_runs=0,  # no queues yet
-        waiters=rt.waiters,
-        diagnostic_count=rt.diagnostic_count,
-        last_event_id=rt.last_event_id,
+        waiters=state.waiting(),
+        diagnostic_count=state.diagnostic_count,
+        last_event_id=state.last_event_id,
         limits=Limits(
             max_transcript_page=c.max_transcript_page,
             default_transcript_page=c.default_transcript_page,
@@ -106,19 +107,7 @@ def runtime_info(rt: Runtime) -> RuntimeInfo:
                 timeout_s=p.timeout_s or c.run_timeout_s,
                 capabilities=tuple(sorted(p.capabilities)),
             )
-            for p in rt.profiles.all()
+            for p in ctx.profiles.all()
         ),
-        engines=tuple(rt.profiles.engine_names()),
-    )
-
-
-def _run_totals(rt: Runtime) -> RunTotals:
-    # Summed from the workers' usage counters: a deleted worker's runs drop out.
-    usages = [record.usage for record in rt.workers.values()]
-    return RunTotals(
-        completed=sum(u.runs_completed for u in usages),
-        failed=sum(u.runs_failed for u in usages),
-        cancelled=sum(u.runs_cancelled for u in usages),
-        timed_out=sum(u.runs_timed_out for u in usages),
-        interrupted=sum(u.runs_interrupted for u in usages),
+        engines=tuple(ctx.profiles.engine_names()),
     )

@@ -1,29 +1,75 @@
-"""Fake engines and a clock for tests: real subclasses of the runtime's bases, no mocks.
+"""Testing helpers for code that embeds a runtime (as ``falcon.testing``).
 
-``make_runtime`` builds a runtime whose named profiles run these engines
-through ``ProfileRegistry(engines=...)``; the global ``ENGINES`` registry is
-never touched.
+Fakes are real subclasses of the runtime's bases, no mocks:
+
+- :class:`GateEngine` holds each run until the test lets it finish;
+  :class:`ScriptEngine` runs a function (fail, crash, stream chunks);
+- :class:`ManualClock` freezes the runtime's notion of elapsed time;
+- :func:`make_runtime` opens a memory runtime whose named profiles run given
+  engine instances (through ``ProfileRegistry(engines=...)``; the global
+  ``ENGINES`` registry is never touched);
+- :func:`wait_for_event` and :func:`wait_for_run_end` wait on the runtime's own
+  event log (a long-poll), :func:`wait_until` on any condition: tests never
+  sleep a fixed time;
+- :func:`state_lock_held_elsewhere` holds the state lock on another thread,
+  as a long operation would.
+
+Example::
+
+    from worker_runtime import commands
+    from worker_runtime.testing import GateEngine, make_runtime, named, wait_for_run_end
+
+    gate = GateEngine()
+    with make_runtime({"gate": gate}) as rt:
+        worker = rt.dispatch(commands.CreateWorker(profile=named("gate")))
+        ack = rt.dispatch(commands.SendInput(worker_id=worker.worker_id, content="hi"))
+        gate.open(ack.run_id)
+        assert wait_for_run_end(rt, ack.run_id).type == "run_completed"
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
-from worker_runtime import Runtime, RuntimeConfig
-from worker_runtime.clock import Clock
-from worker_runtime.domain import ProfileSelector
-from worker_runtime.engines import Emit, Engine, EngineFailure, RunContext
-from worker_runtime.profiles import Profile, ProfileRegistry
-from worker_runtime.stores import Store
+from . import commands
+from .clock import Clock
+from .config import RuntimeConfig
+from .domain import Event, ProfileSelector
+from .engines import Emit, Engine, EngineFailure, RunContext
+from .profiles import Profile, ProfileRegistry
+from .runtime import Runtime
+from .stores import Store
+
+__all__ = [
+    "POLL_S",
+    "TERMINAL_EVENTS",
+    "GateEngine",
+    "ManualClock",
+    "ScriptEngine",
+    "fail_with",
+    "make_runtime",
+    "named",
+    "state_lock_held_elsewhere",
+    "wait_for_event",
+    "wait_for_run_end",
+    "wait_until",
+]
 
 POLL_S = 0.005
 """How often a held run looks at its abort signal (as the real engines do)."""
 
+TERMINAL_EVENTS = frozenset(
+    {"run_completed", "run_failed", "run_cancelled", "run_timed_out", "run_interrupted"}
+)
+"""The event types that end a run."""
+
 
 def named(profile: str) -> ProfileSelector:
+    """The selector of the named profile ``profile``."""
     return ProfileSelector(kind="named", value=profile)
 
 
@@ -77,17 +123,20 @@ class GateEngine(Engine):
         self._gate(run_id).set()
 
     def open_all(self) -> None:
+        """Let every run seen so far finish."""
         with self._cond:
             for gate in self._gates.values():
                 gate.set()
 
     def wait_started(self, run_id: str, timeout: float = 10.0) -> RunContext:
+        """The context ``run_id`` started with, once it has started."""
         with self._cond:
             if not self._cond.wait_for(lambda: run_id in self.started, timeout):
                 raise AssertionError(f"run {run_id} did not start within {timeout}s")
             return self.started[run_id]
 
     def wait_returned(self, run_id: str, timeout: float = 10.0) -> str:
+        """How ``run_id`` returned (``replied`` or ``aborted``), once it has."""
         with self._cond:
             if not self._cond.wait_for(lambda: run_id in self.outcomes, timeout):
                 raise AssertionError(f"run {run_id} did not return within {timeout}s")
@@ -133,6 +182,8 @@ class ScriptEngine(Engine):
 
 
 def fail_with(message: str) -> Callable[[RunContext, Emit], None]:
+    """A :class:`ScriptEngine` script that emits some output, then fails with ``message``."""
+
     def script(ctx: RunContext, emit: Emit) -> None:
         emit("partial output")
         raise EngineFailure(message)
@@ -158,5 +209,65 @@ class ManualClock(Clock):
             return self._now
 
     def advance(self, seconds: float) -> None:
+        """Move monotonic time forward by ``seconds``."""
         with self._lock:
             self._now += seconds
+
+
+# -- waiting on conditions ----------------------------------------------------------------
+
+
+def wait_for_event(
+    rt: Runtime, predicate: Callable[[Event], bool], *, cursor: int = 0, timeout: float = 10.0
+) -> Event:
+    """The first event (from ``cursor`` on) that ``predicate`` accepts; fails past ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(f"no matching event within {timeout}s")
+        page = rt.dispatch(commands.ReadEvents(cursor=cursor, wait=min(remaining, 5.0)))
+        for event in page.events:
+            if predicate(event):
+                return event
+        cursor = page.cursor.next_event_id
+
+
+def wait_for_run_end(rt: Runtime, run_id: str, *, timeout: float = 10.0) -> Event:
+    """The terminal event of ``run_id`` (completed, failed, cancelled, ...)."""
+    return wait_for_event(
+        rt, lambda e: e.run_id == run_id and e.type in TERMINAL_EVENTS, timeout=timeout
+    )
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
+    """Poll ``condition`` until it holds; fail past ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or condition}")
+        time.sleep(0.01)
+
+
+@contextmanager
+def state_lock_held_elsewhere(rt: Runtime) -> Iterator[None]:
+    """Hold ``rt``'s state lock on another thread (as a long operation would)
+    for the duration of the block."""
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with rt.context.state.locked():
+            holding.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        if not holding.wait(10):
+            raise AssertionError("the holder never got the lock")
+        yield
+    finally:
+        release.set()
+        holder.join(10)
+    if holder.is_alive():
+        raise AssertionError("the holder did not let go of the lock")

@@ -7,15 +7,13 @@ import contextlib
 import json
 import os
 import signal
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from worker_runtime import Runtime, RuntimeConfig, commands
 from worker_runtime.domain import Event, ProfileSelector, Role, WorkerIntent
-
-from .helpers import wait_for_run_end
+from worker_runtime.testing import wait_for_run_end, wait_until
 
 
 def write_profiles(tmp_path: Path, profiles: Mapping[str, Any]) -> str:
@@ -54,15 +52,6 @@ def reply(rt: Runtime, worker_id: str, run_id: str) -> str:
     """Everything the engine wrote in ``run_id``, joined."""
     items = rt.dispatch(commands.GetTranscript(worker_id=worker_id, limit=256)).items
     return "".join(e.content for e in items if e.role is Role.ASSISTANT and e.run_id == run_id)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
-    """Poll ``condition`` until it holds; fail past ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or condition}")
-        time.sleep(0.01)
 
 
 def read_pids(path: Path, count: int, timeout: float = 10.0) -> list[int]:

@@ -1,0 +1,1 @@
+"""Support code for the tests (and the benchmarks): servers, stubs, fixtures, strategies."""

@@ -1,0 +1,82 @@
+"""Handlers that only read: the runtime summary, transcripts, events, diagnostics."""
+
+from __future__ import annotations
+
+import math
+
+from .. import commands as c
+from .. import results as r
+from ..domain import check_worker_id
+from ..errors import InvalidRequest
+from .context import Context, page_limit
+from .views import runtime_info
+
+__all__ = ["get_diagnostics", "get_runtime", "get_transcript", "read_events"]
+
+
+def get_runtime(ctx: Context, cmd: c.GetRuntime) -> r.RuntimeInfo:
+    with ctx.state.locked():
+        return runtime_info(ctx)
+
+
+def get_transcript(ctx: Context, cmd: c.GetTranscript) -> r.TranscriptPage:
+    check_worker_id(cmd.worker_id)
+    config = ctx.config
+    limit = page_limit(cmd.limit, config.default_transcript_page, config.max_transcript_page)
+    if cmd.start < 0:
+        raise InvalidRequest("start must be 0 or more", details={"field": "start"})
+    with ctx.state.locked():
+        total = ctx.state.worker(cmd.worker_id).transcript_len
+        items = ctx.store.read_transcript(
+            cmd.worker_id, cmd.start, min(limit, max(total - cmd.start, 0))
+        )
+    end = cmd.start + len(items)
+    return r.TranscriptPage(
+        worker_ref=ctx.state.ref(cmd.worker_id),
+        start=cmd.start,
+        limit=limit,
+        items=tuple(items),
+        total_items=total,
+        next_start=end if end < total else None,
+    )
+
+
+def read_events(ctx: Context, cmd: c.ReadEvents) -> r.EventPage:
+    config, state = ctx.config, ctx.state
+    limit = page_limit(cmd.limit, config.default_event_page, config.max_event_page)
+    if cmd.cursor < 0:
+        raise InvalidRequest("cursor must be 0 or more", details={"field": "cursor"})
+    # NaN passes every comparison, and a NaN deadline would spin forever.
+    if not (math.isfinite(cmd.wait) and 0 <= cmd.wait <= config.max_event_wait_s):
+        raise InvalidRequest(
+            f"wait must be 0 to {config.max_event_wait_s:g} seconds",
+            details={"field": "wait", "maximum": config.max_event_wait_s},
+        )
+    deadline = ctx.clock.monotonic() + cmd.wait
+    with state.locked():
+        # Wait on the condition: a new event wakes us at once, no polling.
+        while cmd.cursor > state.last_event_id and state.status == "running":
+            remaining = deadline - ctx.clock.monotonic()
+            if remaining <= 0:
+                break
+            state.wait_changed(remaining)
+        events = ctx.store.read_events(cmd.cursor, limit)
+        last = state.last_event_id
+    next_id = events[-1].event_id + 1 if events else max(cmd.cursor, 1)
+    return r.EventPage(
+        events=tuple(events), cursor=r.EventCursor(next_event_id=next_id), has_more=next_id <= last
+    )
+
+
+def get_diagnostics(ctx: Context, cmd: c.GetDiagnostics) -> r.DiagnosticList:
+    # Diagnostics grow with the runtime (one per worker created without a
+    # config bundle), so they are read in pages like events.
+    limit = page_limit(cmd.limit, ctx.config.default_event_page, ctx.config.max_event_page)
+    if cmd.after < 0:
+        raise InvalidRequest("after must be 0 or more", details={"field": "after"})
+    with ctx.state.locked():
+        # One more than asked tells whether another page follows.
+        found = ctx.store.read_diagnostics(cmd.after, limit + 1)
+    page = tuple(found[:limit])
+    more = len(found) > limit
+    return r.DiagnosticList(diagnostics=page, next_after=page[-1].id if more else None)

@@ -1,0 +1,373 @@
+"""The state table: the workers' records under one lock, and the small verbs on them.
+
+:class:`StateTable` is the runtime's **unit of work**. A handler or a run
+changes state inside ``with state.locked():`` (every write is staged in the
+store under that one hold) and the dispatcher makes the writes durable with
+``state.sync()`` after the lock is released, so concurrent operations share one
+flush. Nothing outside this module touches the records, the lock or the
+counters directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from .clock import Clock, new_id
+from .domain import (
+    USAGE_FIELD,
+    Diagnostic,
+    Event,
+    Role,
+    RunStatus,
+    RuntimeRecord,
+    Severity,
+    TranscriptEntry,
+    Usage,
+    WorkerRecord,
+    WorkerRef,
+    WorkerStatus,
+)
+from .errors import OperationTimeout, RuntimeUnavailable, StoreCorrupt, WorkerNotFound
+from .stores import Store, StoreState
+
+__all__ = ["StateTable"]
+
+
+class StateTable:
+    """One runtime's in-memory state: records, counters, status, and the lock.
+
+    Methods marked "(lock held)" must be called inside :meth:`locked`; the
+    lock is re-entrant, so a verb may call another.
+    """
+
+    def __init__(self, *, store: Store, clock: Clock, operation_timeout_s: float) -> None:
+        self._store = store
+        self._clock = clock
+        self._timeout_s = operation_timeout_s
+        self.runtime_id = store.runtime_id
+        # Re-entrant: the dispatcher holds it across a short handler and the
+        # idempotency record, so both land in the same store commit.
+        self._lock = threading.RLock()
+        store.bind_lock(self._lock)  # so a group flush never splits an operation
+        # Long-pollers and second stoppers wait on this; every change that may
+        # end their wait notifies it.
+        self._changed = threading.Condition(self._lock)
+        self._workers: dict[str, WorkerRecord] = {}
+        self._stopping: set[str] = set()
+        self._last_event_id = 0
+        self._diagnostic_count = 0
+        self._last_diagnostic_id = 0
+        self._status = "running"
+        self._unavailable_reason = ""
+        self._waiters = 0
+        # Reserved ids of workers the store quarantined, with why (naming the file).
+        self._quarantined: dict[str, str] = {}
+        # Finished runs by final status, kept as they end (never recounted).
+        self._run_totals: dict[RunStatus, int] = {}
+        self.started_at = ""
+        self.sync_observer: Callable[[float], None] | None = None
+        """Called with the seconds each store sync took (the HTTP adapter's metrics)."""
+
+    # -- the unit of work --------------------------------------------------------
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the state lock, or fail with ``operation_timeout`` past the deadline."""
+        if not self._lock.acquire(timeout=self._timeout_s):
+            raise OperationTimeout(
+                "the runtime state was busy past the operation deadline",
+                details={"timeout_s": self._timeout_s},
+            )
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    def sync(self) -> None:
+        """Make every staged write durable; a failure makes the runtime unavailable."""
+        started = time.perf_counter()
+        try:
+            self._store.sync()
+        except RuntimeUnavailable as exc:
+            with self._lock:
+                self._status = "unavailable"
+                self._unavailable_reason = exc.message
+            raise
+        finally:
+            observer = self.sync_observer
+            if observer is not None:
+                observer(time.perf_counter() - started)
+
+    def wait_changed(self, timeout: float) -> None:
+        """Release the lock until the state changes or ``timeout`` passes (lock held)."""
+        self._waiters += 1
+        try:
+            self._changed.wait(timeout)
+        finally:
+            self._waiters -= 1
+
+    def waiting(self) -> int:
+        """How many threads are in :meth:`wait_changed` (long-polls, second stops)."""
+        return self._waiters
+
+    # -- status ------------------------------------------------------------------
+
+    @property
+    def status(self) -> str:
+        """``running``, ``stopping`` (closed or closing) or ``unavailable``."""
+        return self._status
+
+    def begin_shutdown(self) -> bool:
+        """Mark the runtime stopping and answer every waiter; False if it already was."""
+        with self._lock:
+            if self._status == "stopping":
+                return False
+            self._status = "stopping"
+            self._changed.notify_all()
+            return True
+
+    def check_available(self) -> None:
+        """Raise ``RuntimeUnavailable`` unless the runtime accepts changes (lock held)."""
+        if self._status != "running":
+            why = f": {self._unavailable_reason}" if self._status == "unavailable" else ""
+            raise RuntimeUnavailable(
+                f"the runtime is {self._status}{why}", details={"retry_after_s": 1}
+            )
+
+    # -- counters ----------------------------------------------------------------
+
+    @property
+    def last_event_id(self) -> int:
+        return self._last_event_id
+
+    @property
+    def diagnostic_count(self) -> int:
+        return self._diagnostic_count
+
+    def run_totals(self) -> dict[RunStatus, int]:
+        """Finished runs by final status since the store began (lock held)."""
+        return dict(self._run_totals)
+
+    def count_finished(self, status: RunStatus) -> None:
+        """Count a run that ended with ``status`` (lock held)."""
+        self._run_totals[status] = self._run_totals.get(status, 0) + 1
+
+    def counts(self) -> dict[WorkerStatus, int]:
+        """Workers by status (lock held)."""
+        counts = dict.fromkeys(WorkerStatus, 0)
+        for record in self._workers.values():
+            counts[record.status] += 1
+        return counts
+
+    def __len__(self) -> int:
+        return len(self._workers)
+
+    # -- workers -----------------------------------------------------------------
+
+    def ref(self, worker_id: str) -> WorkerRef:
+        return WorkerRef(runtime_id=self.runtime_id, worker_id=worker_id)
+
+    def find(self, worker_id: str) -> WorkerRecord | None:
+        """The worker's record, or None (lock held)."""
+        return self._workers.get(worker_id)
+
+    def check_not_quarantined(self, worker_id: str) -> None:
+        """Raise ``StoreCorrupt`` if the store quarantined this id: it stays reserved
+        (even for a create) until an operator removes the damaged files."""
+        why = self._quarantined.get(worker_id)
+        if why is not None:
+            raise StoreCorrupt(why, details={"worker_id": worker_id})
+
+    def worker(self, worker_id: str) -> WorkerRecord:
+        """The worker's record (lock held), or ``WorkerNotFound`` (``StoreCorrupt``
+        for a quarantined id)."""
+        record = self._workers.get(worker_id)
+        if record is None:
+            self.check_not_quarantined(worker_id)
+            raise WorkerNotFound(
+                f"no worker {worker_id!r} in runtime {self.runtime_id!r}",
+                details={"worker_id": worker_id},
+            )
+        return record
+
+    def fresh_worker_id(self) -> str:
+        """A generated worker id no worker has (lock held)."""
+        while (worker_id := new_id("w")) in self._workers:
+            pass
+        return worker_id
+
+    def page(
+        self, *, after: str | None, status: WorkerStatus | None, limit: int
+    ) -> tuple[list[WorkerRecord], bool]:
+        """Up to ``limit`` workers in creation order past ``after`` (a known id),
+        only those in ``status`` if given, and whether more follow (lock held)."""
+        # Creation order is dict order; ``after`` resumes past the named worker.
+        ids = list(self._workers)
+        begin = ids.index(after) + 1 if after is not None else 0
+        page: list[WorkerRecord] = []
+        position = begin
+        for position in range(begin, len(ids)):
+            record = self._workers[ids[position]]
+            if status is None or record.status == status:
+                page.append(record)
+                if len(page) == limit:
+                    break
+        more = len(page) == limit and any(
+            status is None or self._workers[w].status == status for w in ids[position + 1 :]
+        )
+        return page, more
+
+    def add_worker(self, record: WorkerRecord) -> None:
+        """Store a new worker's record (lock held)."""
+        self._store.put_worker(record)
+        self._workers[record.worker_id] = record
+
+    def save_worker(self, record: WorkerRecord, **changes: Any) -> WorkerRecord:
+        """Store ``record`` with ``changes`` applied and a new ``updated_at`` (lock held)."""
+        record = dataclasses.replace(record, **changes, updated_at=self._clock.now())
+        self._store.put_worker(record)
+        self._workers[record.worker_id] = record
+        return record
+
+    def append_entry(
+        self,
+        record: WorkerRecord,
+        *,
+        event: str,
+        role: Role,
+        content: str,
+        run_id: str,
+        usage: Usage,
+        data: dict[str, str | int | None] | None = None,
+        at: str | None = None,
+        **changes: Any,
+    ) -> tuple[WorkerRecord, TranscriptEntry]:
+        """Append a transcript entry announced by event ``event`` (with ``data``,
+        at time ``at`` or now), and save the worker with its new length,
+        ``usage`` and ``changes`` (lock held)."""
+        announced = self._event(event, record.worker_id, run_id, data or {}, at)
+        entry = TranscriptEntry(
+            sequence=record.transcript_len,
+            role=role,
+            content=content,
+            event_id=announced.event_id,
+            created_at=announced.created_at,
+            run_id=run_id,
+        )
+        self._store.append_transcript(record.worker_id, entry)
+        record = self.save_worker(
+            record,
+            **changes,
+            transcript_len=record.transcript_len + 1,
+            last_event_id=announced.event_id,
+            usage=usage,
+        )
+        return record, entry
+
+    # -- stopping workers --------------------------------------------------------
+
+    def is_stopping(self, worker_id: str) -> bool:
+        return worker_id in self._stopping
+
+    def begin_stop(self, worker_id: str) -> None:
+        """Refuse new input to the worker while its stop winds down (lock held)."""
+        self._stopping.add(worker_id)
+
+    def end_stop(self, worker_id: str) -> None:
+        """The stop is over; wake a second stop waiting on this one (lock held)."""
+        self._stopping.discard(worker_id)
+        self._changed.notify_all()
+
+    def await_stop(self, worker_id: str, timeout_s: float) -> None:
+        """Wait (lock held) for a stop already in progress, so that a second stop
+        answers "already stopped" only once the worker really is stopped."""
+        deadline = self._clock.monotonic() + timeout_s
+        while worker_id in self._stopping:
+            remaining = deadline - self._clock.monotonic()
+            if remaining <= 0:
+                raise OperationTimeout(
+                    f"worker {worker_id!r} is still stopping", details={"worker_id": worker_id}
+                )
+            self.wait_changed(remaining)
+
+    # -- logs --------------------------------------------------------------------
+
+    def emit(
+        self,
+        type_: str,
+        worker_id: str | None = None,
+        run_id: str | None = None,
+        **data: str | int | None,
+    ) -> Event:
+        """Append an event with the next id and wake long-pollers (lock held)."""
+        return self._event(type_, worker_id, run_id, data, None)
+
+    def _event(
+        self,
+        type_: str,
+        worker_id: str | None,
+        run_id: str | None,
+        data: dict[str, str | int | None],
+        at: str | None,
+    ) -> Event:
+        event = Event(
+            event_id=self._last_event_id + 1,
+            type=type_,
+            created_at=at or self._clock.now(),
+            worker_ref=self.ref(worker_id) if worker_id else None,
+            run_id=run_id,
+            data=data,
+        )
+        self._store.append_event(event)
+        self._last_event_id = event.event_id
+        self._changed.notify_all()
+        return event
+
+    def diagnose(
+        self, severity: Severity, code: str, message: str, worker_id: str | None = None
+    ) -> Diagnostic:
+        """Record a diagnostic (lock held)."""
+        self._last_diagnostic_id += 1
+        diagnostic = Diagnostic(
+            id=self._last_diagnostic_id,
+            severity=severity,
+            code=code,
+            message=message,
+            created_at=self._clock.now(),
+            worker_ref=self.ref(worker_id) if worker_id else None,
+        )
+        self._store.append_diagnostic(diagnostic)
+        self._diagnostic_count += 1
+        return diagnostic
+
+    # -- start-up ----------------------------------------------------------------
+
+    def restore(self, loaded: StoreState, *, display_name: str | None) -> list[WorkerRecord]:
+        """Take over what the store loaded (lock held); returns the workers whose
+        run was active when the last process stopped, for the runs to recover."""
+        self._last_event_id = loaded.last_event_id
+        self._diagnostic_count = loaded.diagnostic_count
+        self._last_diagnostic_id = loaded.last_diagnostic_id
+        self._quarantined = dict(loaded.quarantined)
+        if loaded.runtime is None:
+            self._store.put_runtime(
+                RuntimeRecord(
+                    runtime_id=self.runtime_id,
+                    display_name=display_name,
+                    created_at=self._clock.now(),
+                )
+            )
+        for code, message, worker_id in loaded.new_diagnostics:
+            self.diagnose(Severity.WARNING, code, message, worker_id)
+        for record in loaded.workers:
+            self._workers[record.worker_id] = record
+            for status, field in USAGE_FIELD.items():
+                self._run_totals[status] = self._run_totals.get(status, 0) + getattr(
+                    record.usage, field
+                )
+        return [r for r in loaded.workers if r.active_run is not None]
