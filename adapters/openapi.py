@@ -297,6 +297,24 @@ _HEALTH_BODY = {
 }
 
 
+_READY_BODY = {
+    "type": "object",
+    "required": ["status"],
+    "properties": {"status": {"const": "ready"}},
+    "additionalProperties": False,
+}
+
+_NOT_READY_BODY = {
+    "type": "object",
+    "required": ["status", "runtime_id"],
+    "properties": {
+        "status": {"enum": ["stopping", "unavailable"]},
+        "runtime_id": _ref("Id"),
+    },
+    "additionalProperties": False,
+}
+
+
 def _paths(defs: dict[str, Any], routes: Iterable[Route], config: RuntimeConfig) -> dict[str, Any]:
     paths: dict[str, Any] = {}
     for route in routes:
@@ -313,6 +331,27 @@ def _paths(defs: dict[str, Any], routes: Iterable[Route], config: RuntimeConfig)
         ["browser_origin_forbidden", "payload_too_large"],
     )
     paths["/healthz"] = {"get": {**health, "security": []}}
+    ready = _plain_get(
+        defs,
+        "ready",
+        "Readiness: 200 while the runtime accepts commands; no token",
+        _READY_BODY,
+        ["browser_origin_forbidden", "payload_too_large"],
+    )
+    ready["responses"]["503"] = {
+        "description": "stopping, or unavailable after a store write failure",
+        "headers": {
+            **_REQUEST_ID,
+            "Retry-After": _header("seconds to wait", {"type": "string", "pattern": "^[0-9]+$"}),
+        },
+        "content": {_JSON: {"schema": _NOT_READY_BODY}},
+    }
+    paths["/readyz"] = {"get": {**ready, "security": []}}
+    metrics = _plain_get(defs, "metrics", "Prometheus metrics (text exposition)", {}, guarded)
+    metrics["responses"]["200"]["content"] = {
+        "text/plain": {"schema": {"type": "string"}},
+    }
+    paths["/metrics"] = {"get": metrics}
     return paths
 
 
