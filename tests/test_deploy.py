@@ -8,100 +8,29 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from adapters.cli import build_parser
-from worker_runtime import RuntimeConfig
 
+from .support.deploy import (
+    DEPLOY,
+    SHUTDOWN_BOUND_S,
+    Deployment,
+    all_deployments,
+    container,
+    dockerfile,
+    manifest,
+    on_loopback,
+    statefulset,
+    systemd_unit,
+    unit_lines,
+)
 from .support.helpers import section
-from .support.http_helpers import cli_argv
 from .support.server import TOKEN, serve
 
-yaml = pytest.importorskip("yaml")
-
 pytestmark = pytest.mark.timeout(120)
-
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
-# SIGTERM: the process exits within the cancel grace + 2 s (SPEC section 9).
-SHUTDOWN_BOUND_S = RuntimeConfig().cancel_grace_s + 2
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Deployment:
-    """What one deploy file runs: ``worker-runtime`` arguments and its environment."""
-
-    name: str
-    args: list[str]
-    env: dict[str, str]
-
-
-def dockerfile() -> Deployment:
-    text = (DEPLOY / "Dockerfile").read_text("utf-8").replace("\\\n", " ")
-    final = text[text.rindex("\nFROM ") :]  # the runtime stage
-    env: dict[str, str] = {}
-    for line in re.findall(r"^ENV (.+)$", final, re.MULTILINE):
-        env.update(item.split("=", 1) for item in shlex.split(line))
-    entrypoint = json.loads(re.search(r"^ENTRYPOINT (.+)$", final, re.MULTILINE)[1])  # type: ignore[index]
-    cmd = json.loads(re.search(r"^CMD (.+)$", final, re.MULTILINE)[1])  # type: ignore[index]
-    assert entrypoint == ["worker-runtime"]
-    return Deployment(name="docker", args=cmd, env=env)
-
-
-def unit_lines() -> list[tuple[str, str]]:
-    text = (DEPLOY / "systemd" / "worker-runtime.service").read_text("utf-8")
-    return re.findall(r"^(\w+)=(.*)$", text, re.MULTILINE)
-
-
-def systemd_unit(state_dir: str, credentials_dir: str) -> Deployment:
-    lines = unit_lines()
-    specifiers = {"%H": "host-1", "%S": state_dir, "%d": credentials_dir}
-    env: dict[str, str] = {}
-    for key, value in lines:
-        if key == "Environment":
-            for spec, real in specifiers.items():
-                value = value.replace(spec, real)
-            name, _, val = value.partition("=")
-            env[name] = val
-    (exec_start,) = [v for k, v in lines if k == "ExecStart"]
-    program, *args = shlex.split(exec_start)
-    assert program.endswith("/worker-runtime")
-    return Deployment(name="systemd", args=args, env=env)
-
-
-def manifests() -> Iterator[dict[str, Any]]:
-    for path in sorted((DEPLOY / "kubernetes").glob("*.yaml")):
-        yield from (doc for doc in yaml.safe_load_all(path.read_text("utf-8")) if doc)
-
-
-def manifest(kind: str) -> dict[str, Any]:
-    (found,) = [m for m in manifests() if m["kind"] == kind]
-    return found
-
-
-def container() -> dict[str, Any]:
-    (found,) = manifest("StatefulSet")["spec"]["template"]["spec"]["containers"]
-    return found
-
-
-def statefulset(pod_name: str) -> Deployment:
-    env: dict[str, str] = {}
-    for item in container()["env"]:
-        if "value" in item:
-            env[item["name"]] = item["value"]
-        else:
-            assert item["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
-            env[item["name"]] = pod_name
-    return Deployment(name="kubernetes", args=container()["args"], env=env)
-
-
-def all_deployments() -> list[Deployment]:
-    return [dockerfile(), systemd_unit("/var/lib", "/run/credentials"), statefulset("runtime-0")]
 
 
 @pytest.mark.parametrize("deployment", all_deployments(), ids=lambda d: d.name)
@@ -191,14 +120,8 @@ def test_the_statefulset_gives_each_pod_its_id_volume_token_and_probes() -> None
 def test_the_deployment_serves_as_its_runtime(deployment: Deployment, tmp_path: Path) -> None:
     """Its arguments and environment, with paths moved into a temp dir and the
     listener on loopback, start a server that answers as the runtime it names."""
-    token_file = tmp_path / "token"
-    token_file.write_text(TOKEN + "\n", "ascii")
-    env = dict(deployment.env)
-    env["WORKER_RUNTIME_DATA_DIR"] = str(tmp_path / "data")
-    env["WORKER_RUNTIME_TOKEN_FILE"] = str(token_file)
-    args = list(deployment.args)
-    args[args.index("--listen") + 1] = "127.0.0.1:0"
-    with serve(env, argv=[*cli_argv()[:-2], *args], token=None) as server:
+    argv, env = on_loopback(deployment, tmp_path, TOKEN)
+    with serve(env, argv=argv, token=None) as server:
         auth = {"Authorization": f"Bearer {TOKEN}"}
         assert server.request("GET", "/healthz").status == 200
         runtime = server.request("GET", "/v1/runtime", headers=auth).json()["runtime"]

@@ -1,6 +1,10 @@
 """Three runtimes on loopback, each its own process, id, data directory (fs
 store) and token, one client each: kill -9 one, the others serve on; restart
-it on its directory and its workers and transcripts are back."""
+it on its directory and its workers and transcripts are back.
+
+Each runtime runs with the settings of the Kubernetes StatefulSet in deploy/
+(its pod name as the runtime id, its arguments and environment), with only
+the data directory, the token file and the listener moved onto this machine."""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from worker_runtime import errors
 from worker_runtime.client import RemoteRuntime
 
 from .support.client_support import run_end
-from .support.http_helpers import cli_argv
+from .support.deploy import on_loopback, statefulset
 from .support.server import Server, start, stop
 
 pytestmark = pytest.mark.timeout(180)
@@ -22,14 +26,13 @@ NAMES = ("runtime-0", "runtime-1", "runtime-2")
 
 
 def launch(name: str, root: Path) -> Server:
-    env = {
-        "WORKER_RUNTIME_ID": name,
-        "WORKER_RUNTIME_STORE": "fs",
-        "WORKER_RUNTIME_DATA_DIR": str(root / name),
-        "WORKER_RUNTIME_TOKEN": f"token-of-{name}-0123456789abcdef",
-    }
-    (root / name).mkdir(exist_ok=True)
-    return start(env, argv=cli_argv(), token=env["WORKER_RUNTIME_TOKEN"])
+    """Pod ``name`` of the StatefulSet, on loopback, with its own directory and token."""
+    token = f"token-of-{name}-0123456789abcdef"
+    argv, env = on_loopback(statefulset(name), root / name, token)
+    assert env["WORKER_RUNTIME_ID"] == name and env["WORKER_RUNTIME_STORE"] == "fs"
+    server = start(env, argv=argv, token=None)  # the token comes from its file
+    server.token = token
+    return server
 
 
 def client(server: Server) -> RemoteRuntime:
