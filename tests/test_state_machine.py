@@ -303,6 +303,20 @@ class RuntimeMachine(RuleBasedStateMachine):
         assert info.last_event_id >= self.last_event
 
     @invariant()
+    def kept_counts_and_indexes_match_a_full_scan(self) -> None:
+        """The counts kept as records change equal a recount, and every page the
+        ordered index serves equals the page a sorted scan of the records finds."""
+        state = self.rt.context.state
+        with state.locked():
+            assert state.counts() == state.recount()
+            assert sum(state.counts().values()) == len(state) == len(self.model)
+            for status in (None, *WorkerStatus):
+                for after in (None, *self.model):
+                    for limit in (1, 2, 100):
+                        page = state.page(after=after, status=status, limit=limit)
+                        assert page == state.scan_page(after=after, status=status, limit=limit)
+
+    @invariant()
     def runs_and_terminal_states(self) -> None:
         for worker_id, worker in self.model.items():
             detail = self.call(c.GetWorker(worker_id=worker_id))
