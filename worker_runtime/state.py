@@ -207,6 +207,11 @@ class StateTable:
         """The worker's record, or None (lock held)."""
         return self._workers.get(worker_id)
 
+    def current(self, worker_id: str) -> WorkerRecord | None:
+        """The worker's current record, or None, read without the lock: one dict
+        read is atomic and records are immutable (the answer cache's version)."""
+        return self._workers.get(worker_id)
+
     def check_not_quarantined(self, worker_id: str) -> None:
         """Raise ``StoreCorrupt`` if the store quarantined this id: it stays reserved
         (even for a create) until an operator removes the damaged files."""
