@@ -39,6 +39,8 @@ from .stores import Store, StoreState
 
 __all__ = ["StateTable"]
 
+_NO_DATA: dict[str, str | int | None] = {}
+
 _SHARED_VALUES = 1024
 """How many distinct intents, profiles and usages the table shares between
 records (equal frozen values are interchangeable; past this, new ones are
@@ -435,7 +437,9 @@ class StateTable:
             created_at=at or self._now(),
             worker_ref=self.ref(worker_id) if worker_id else None,
             run_id=run_id,
-            data=data,
+            # Most events carry no data: they share one empty dict (events are
+            # immutable; nothing ever mutates their data).
+            data=data or _NO_DATA,
         )
         self._store.append_event(event)
         self._last_event_id = event.event_id
