@@ -28,7 +28,7 @@ from .errors import register_error_handlers
 from .exposure import WAITRESS_LIMIT_FLAGS, check_hosts, waitress_command
 from .logs import start_logging
 from .metrics import Metrics, MetricsResource
-from .middleware import Guard, RequestLog
+from .middleware import FrontDoor
 from .openapi import build_openapi
 from .probes import ReadyResource
 from .settings import (
@@ -64,10 +64,7 @@ def create_app(runtime: Runtime, *, token: str, settings: HttpSettings | None = 
     # of a request refused before routing.
     router, metrics = CompiledRouter(), Metrics(runtime)
     app: WsgiApp = falcon.App(
-        middleware=[
-            RequestLog(metrics.observe_request, router),
-            Guard(token, settings.max_body_bytes),
-        ],
+        middleware=[FrontDoor(token, settings.max_body_bytes, metrics.observe_request, router)],
         router=router,
         cors_enable=False,
     )

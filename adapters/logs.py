@@ -28,7 +28,7 @@ from .settings import LogSettings
 __all__ = ["ACCESS_FIELDS", "JsonFormatter", "LogPipeline", "start_logging"]
 
 ACCESS_FIELDS = ("method", "route", "status", "duration_ms", "request_id")
-"""Attributes an access record carries (set by ``middleware.RequestLog``)."""
+"""Attributes an access record carries (set by ``middleware.FrontDoor``)."""
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 

@@ -9,20 +9,28 @@ and the two histograms are updated as requests and store syncs happen.
 
 from __future__ import annotations
 
+import bisect
 import logging
+import threading
 from collections.abc import Iterator
 
 import falcon
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from worker_runtime import Runtime
 from worker_runtime.commands import GetRuntime
 from worker_runtime.errors import WorkerRuntimeError
 
-__all__ = ["Metrics", "MetricsResource", "RuntimeCollector"]
+__all__ = ["HttpCollector", "Metrics", "MetricsResource", "RuntimeCollector"]
 
 log = logging.getLogger("adapters.metrics")
 
@@ -69,23 +77,68 @@ class RuntimeCollector(Collector):
         )
 
 
+class HttpCollector(Collector):
+    """The HTTP request counter and duration histogram, kept as plain numbers.
+
+    A request costs one lock, one dict update and one bisect, where
+    ``prometheus_client``'s ``Counter.labels().inc()`` and ``Histogram.observe``
+    take several locks and a Python loop over the buckets; the samples are made
+    into metric families only when scraped.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._requests: dict[tuple[str, str, str], int] = {}
+        self._bounds = tuple(b for b in Histogram.DEFAULT_BUCKETS if b != float("inf"))
+        self._buckets = [0] * (len(self._bounds) + 1)  # the last one is +Inf
+        self._sum = 0.0
+
+    def observe(self, route: str, method: str, status: str, seconds: float) -> None:
+        """Count one request and its duration."""
+        bucket = bisect.bisect_left(self._bounds, seconds)  # le: bounds are inclusive
+        key = (route, method, status)
+        with self._lock:
+            self._requests[key] = self._requests.get(key, 0) + 1
+            self._buckets[bucket] += 1
+            self._sum += seconds
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            requests = dict(self._requests)
+            buckets, total = list(self._buckets), self._sum
+        counter = CounterMetricFamily(
+            "worker_runtime_http_requests",
+            "HTTP requests answered, by route template, method and status.",
+            labels=["route", "method", "status"],
+        )
+        for labels, count in requests.items():
+            counter.add_metric(list(labels), count)
+        yield counter
+        cumulative, running = [], 0
+        for bound, count in zip((*self._bounds, float("inf")), buckets, strict=True):
+            running += count
+            cumulative.append((_bound_label(bound), running))
+        yield HistogramMetricFamily(
+            "worker_runtime_http_request_duration_seconds",
+            "Time from request to response (long-polls included).",
+            buckets=cumulative,
+            sum_value=total,
+        )
+
+
+def _bound_label(bound: float) -> str:
+    label: str = floatToGoString(bound)  # type: ignore[no-untyped-call]
+    return label  # as prometheus_client's Histogram labels them
+
+
 class Metrics:
     """One app's metrics registry; :meth:`observe_request` is the middleware's hook."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(RuntimeCollector(runtime))
-        self._requests = Counter(
-            "worker_runtime_http_requests",
-            "HTTP requests answered, by route template, method and status.",
-            ["route", "method", "status"],
-            registry=self.registry,
-        )
-        self._duration = Histogram(
-            "worker_runtime_http_request_duration_seconds",
-            "Time from request to response (long-polls included).",
-            registry=self.registry,
-        )
+        self._http = HttpCollector()
+        self.registry.register(self._http)
         self._sync = Histogram(
             "worker_runtime_store_sync_seconds",
             "Time to make staged store writes durable.",
@@ -97,8 +150,7 @@ class Metrics:
     def observe_request(self, route: str | None, method: str, status: int, seconds: float) -> None:
         """Count one answered request (``route`` is the path template, or None)."""
         method = method if method in _KNOWN_METHODS else OTHER_METHOD
-        self._requests.labels(route or UNMATCHED_ROUTE, method, str(status)).inc()
-        self._duration.observe(seconds)
+        self._http.observe(route or UNMATCHED_ROUTE, method, str(status), seconds)
 
     def exposition(self) -> bytes:
         """The registry in the Prometheus text format."""

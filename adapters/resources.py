@@ -11,7 +11,7 @@ command is a new row, not a new class.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import falcon
@@ -28,9 +28,21 @@ __all__ = [
     "OpenApiResource",
     "Operation",
     "RouteResource",
+    "encode",
+    "enveloped",
     "route_resources",
     "send",
 ]
+
+
+def encode(body: Mapping[str, Any]) -> bytes:
+    """``body`` as compact JSON bytes."""
+    try:
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    except UnicodeEncodeError:
+        # A lone surrogate that reached the runtime some other way (the adapter
+        # refuses them) is still sent, escaped, rather than failing every read.
+        return json.dumps(body, separators=(",", ":")).encode()
 
 
 def send(resp: falcon.Response, body: Mapping[str, Any], status: int = 200) -> None:
@@ -38,12 +50,16 @@ def send(resp: falcon.Response, body: Mapping[str, Any], status: int = 200) -> N
     falcon's media handlers)."""
     resp.status = status
     resp.content_type = falcon.MEDIA_JSON
-    try:
-        resp.data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-    except UnicodeEncodeError:
-        # A lone surrogate that reached the runtime some other way (the adapter
-        # refuses them) is still sent, escaped, rather than failing every read.
-        resp.data = json.dumps(body, separators=(",", ":")).encode()
+    resp.data = encode(body)
+
+
+def enveloped(envelope: str | None) -> Callable[[dict[str, Any]], bytes]:
+    """The encoder of a route's answers: the result under ``envelope`` (if any),
+    as compact JSON bytes. Made once per route: the runtime's answer cache
+    keys on it."""
+    if envelope is None:
+        return encode
+    return lambda result: encode({envelope: result})
 
 
 def _field(error: InvalidRequest) -> str:
@@ -76,6 +92,7 @@ class Operation:
         self._rt = runtime
         self._max_body_bytes = max_body_bytes
         self._path_params = frozenset(route.path_params)
+        self._encode = enveloped(route.envelope)
 
     def __call__(self, req: falcon.Request, resp: falcon.Response, **path: str) -> None:
         route = self.route
@@ -92,10 +109,16 @@ class Operation:
         args.update(parse_query(req, route.query))
         args.update(path)
         # A long-poll (``wait``) holds this server thread until an event or the deadline.
-        result = self._dispatch(args, key)
         if route.location is not None:
+            result = self._dispatch(args, key)
             resp.location = route.location.format_map(result)
-        send(resp, {route.envelope: result} if route.envelope else result, route.status)
+            send(resp, {route.envelope: result} if route.envelope else result, route.status)
+            return
+        # Straight to bytes; a read of an unchanged record comes from the
+        # runtime's cache of encoded answers.
+        resp.data = self._dispatch_encoded(args, key)
+        resp.status = route.status
+        resp.content_type = falcon.MEDIA_JSON
 
     def _body(self, req: falcon.Request) -> dict[str, Any]:
         body = read_json_object(req, self._max_body_bytes)
@@ -109,6 +132,13 @@ class Operation:
         wire = {"command": self.route.command, "args": args}
         try:
             return self._rt.dispatch_json(wire, idempotency_key=key)
+        except InvalidRequest as error:
+            raise _for_http(error, self.route.query) from None
+
+    def _dispatch_encoded(self, args: dict[str, Any], key: str | None) -> bytes:
+        wire = {"command": self.route.command, "args": args}
+        try:
+            return self._rt.dispatch_encoded(wire, self._encode, idempotency_key=key)
         except InvalidRequest as error:
             raise _for_http(error, self.route.query) from None
 

@@ -37,6 +37,7 @@ from typing import Any
 
 from worker_runtime import Runtime, RuntimeConfig
 from worker_runtime import commands as c
+from worker_runtime.domain import WorkerStatus
 
 GOAL_RATIO = 1.2
 GOAL_RSS_BYTES = 2048
@@ -84,7 +85,7 @@ def child(store: str, count: int, reps: int) -> None:
             "GetWorker": lambda: rt.dispatch(c.GetWorker(worker_id=middle)),
             "ListWorkers (100)": lambda: rt.dispatch(c.ListWorkers(limit=100, after=middle)),
             "ListWorkers idle (100)": lambda: rt.dispatch(
-                c.ListWorkers(limit=100, after=middle, status="idle")  # type: ignore[arg-type]
+                c.ListWorkers(limit=100, after=middle, status=WorkerStatus.IDLE)
             ),
             "GetRuntime": lambda: rt.dispatch(c.GetRuntime()),
             "ReadEvents (100)": lambda: rt.dispatch(

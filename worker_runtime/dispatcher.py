@@ -18,6 +18,7 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .answers import VERSIONS, AnswerCache
 from .commands import Command, R_co, result_type
 from .errors import IdempotencyKeyReused, InvalidRequest, RuntimeUnavailable, UnsupportedOperation
 from .fields import checker_for
@@ -25,13 +26,16 @@ from .handlers import Context, Registration
 from .stores import IdempotencyRecord
 from .wire import decode_command, encode_command, from_json, to_json
 
-__all__ = ["MAX_IDEMPOTENCY_KEY", "Dispatcher"]
+__all__ = ["MAX_IDEMPOTENCY_KEY", "Dispatcher", "Encoder"]
 
 MAX_IDEMPOTENCY_KEY = 255
 _STRIPES = 64
 
 _Entry = tuple[Registration, Callable[[Any], None]]
 """A command's registration and its field check."""
+
+Encoder = Callable[[dict[str, Any]], bytes]
+"""A transport's encoding of a result's JSON data (envelope and all) into bytes."""
 
 
 class Dispatcher:
@@ -49,6 +53,8 @@ class Dispatcher:
         # Concurrent duplicates of one key must do the work once: each key maps
         # to one of a fixed set of locks, held while the first one runs.
         self._key_locks = [threading.Lock() for _ in range(_STRIPES)]
+        self._answers = AnswerCache()
+        self._versions = {cls.__name__: version for cls, version in VERSIONS.items()}
 
     def dispatch(self, command: Command[R_co], *, idempotency_key: str | None = None) -> R_co:
         """Run ``command`` and return its result once its writes are durable.
@@ -68,6 +74,38 @@ class Dispatcher:
         result = self._run(self._handlers.get(type(command)), command, idempotency_key)
         data: dict[str, Any] = to_json(result)
         return data
+
+    def dispatch_encoded(
+        self,
+        wire: Any,
+        encode: Encoder,
+        *,
+        idempotency_key: str | None = None,
+        answer: Callable[..., dict[str, Any]] | None = None,
+    ) -> bytes:
+        """``encode(answer(wire))`` (``answer`` is :meth:`dispatch_json` unless
+        given), served from the answer cache when the command is a cached read
+        and its record is unchanged: then neither the handler nor ``to_json``
+        nor ``encode`` runs. ``encode`` must be a long-lived function (it is
+        part of the cache key) that depends only on its argument."""
+        answer = answer or self.dispatch_json
+        name = wire.get("command") if isinstance(wire, Mapping) else None
+        version_of = self._versions.get(name) if isinstance(name, str) else None
+        if version_of is None or idempotency_key is not None:
+            return encode(answer(wire, idempotency_key=idempotency_key))
+        ctx = self._ctx
+        command = decode_command(wire)  # validated once: small args are memoized
+        # Read before the answer is made (see ``answers``): never stale.
+        version = version_of(ctx, command)
+        key = (command, encode)
+        if version is not None and ctx.state.status != "stopping":
+            body = self._answers.get(key, version)
+            if body is not None:
+                return body
+        body = encode(answer(wire))
+        if version is not None:
+            self._answers.put(key, version, body)
+        return body
 
     def _run(
         self, entry: _Entry | None, command: Command[R_co], idempotency_key: str | None

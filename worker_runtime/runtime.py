@@ -95,6 +95,22 @@ class Runtime:
         return the result's JSON form (for transports such as the HTTP adapter)."""
         return self._dispatcher.dispatch_json(wire, idempotency_key=idempotency_key)
 
+    def dispatch_encoded(
+        self,
+        wire: Any,
+        encode: Callable[[dict[str, Any]], bytes],
+        *,
+        idempotency_key: str | None = None,
+    ) -> bytes:
+        """``encode(dispatch_json(wire))`` for transports that send bytes: a read
+        of an unchanged record (``GetWorker``, a ``GetTranscript`` page) is served
+        from a cache of encoded answers, never stale (``worker_runtime.answers``).
+        ``encode`` is part of the cache key: pass the same function each time."""
+        # Through this runtime's dispatch_json, so a subclass sees every command.
+        return self._dispatcher.dispatch_encoded(
+            wire, encode, idempotency_key=idempotency_key, answer=self.dispatch_json
+        )
+
     def follow(self, worker_id: str | None = None, cursor: int | None = None) -> Iterator[Event]:
         """Yield events from ``cursor`` (else from now on) as they arrive, only
         ``worker_id``'s if given, until the caller stops; see ``follow_events``."""

@@ -41,14 +41,15 @@ class MemoryStore(Store):
         self._runtime = record
 
     def put_worker(self, record: WorkerRecord) -> None:
+        # A transcript list is made by the first entry: an idle worker has none.
         self._workers[record.worker_id] = record
-        self._transcripts.setdefault(record.worker_id, [])
 
     def append_transcript(self, worker_id: str, entry: TranscriptEntry) -> None:
         self._transcripts.setdefault(worker_id, []).append(entry)
 
     def read_transcript(self, worker_id: str, start: int, limit: int) -> list[TranscriptEntry]:
-        return self._transcripts.get(worker_id, [])[start : start + limit]
+        entries = self._transcripts.get(worker_id)
+        return entries[start : start + limit] if entries is not None else []
 
     def put_run(self, worker_id: str, run: Run) -> None:
         self._runs[(worker_id, run.run_id)] = run
