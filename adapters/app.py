@@ -93,12 +93,12 @@ def settle_token(runtime: Runtime, token: Token | None, stream: TextIO | None = 
         path = Path(runtime.config.data_dir, "runtimes", runtime.runtime_id, TOKEN_FILE_NAME)
         _write_private(path, token.value)
         where = f" (also in {path})"
-    # Written straight to stderr, not through logging: it must never reach a log pipeline.
-    print(
-        f"worker-runtime: no token configured; generated API token{where}: {token.value}",
-        file=stream or sys.stderr,
-        flush=True,
-    )
+    # Written straight to stderr, not through logging: it must never reach a log
+    # pipeline. One write of the whole line: the log listener thread writes to the
+    # same stream, and print's separate newline write could let a log line in.
+    out = stream or sys.stderr
+    out.write(f"worker-runtime: no token configured; generated API token{where}: {token.value}\n")
+    out.flush()
     return token
 
 

@@ -116,8 +116,13 @@ def test_cancel_leaves_no_process_of_the_run(
                 ack = rt.dispatch(commands.CancelRun(worker_id=worker, run_id=run_id))
             assert ack.run_status == "cancelled"
             assert "did not stop within the grace period" not in caplog.text
-            wait_until(lambda: not processes_with_env("RUN_ID", run_id), what="the tree to die")
-            assert not any(alive(pid) for pid in pids)
+            # A process on its way out has already lost its environment: wait on the
+            # pids too, not only on the environment scan.
+            wait_until(
+                lambda: not processes_with_env("RUN_ID", run_id)
+                and not any(alive(pid) for pid in pids),
+                what="the tree to die",
+            )
             ps = subprocess.run(
                 ["ps", "-o", "pid=,stat=", "-p", ",".join(map(str, pids))],
                 capture_output=True,

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from worker_runtime import Runtime, commands
-from worker_runtime.testing import TERMINAL_EVENTS
+from worker_runtime.testing import TERMINAL_EVENTS, wait_until
 
 from .support.engine_support import create, open_fds, open_runtime, send, zombie_children
 
@@ -40,7 +40,9 @@ def test_thousands_of_runs_leave_nothing_behind(tmp_path: Path) -> None:
         fds = open_fds()
         for _ in range(ROUNDS):
             cursor = run_round(rt, workers, cursor)
-        assert open_fds() == fds
+        # A run's last descriptors may close just after its end event: wait (bounded)
+        # for them; a leak of even one per run would be thousands.
+        wait_until(lambda: open_fds() <= fds, what="descriptors back at the baseline")
         # The run pool grows to its size on demand, plus one watchdog: never a thread per run.
         assert threading.active_count() <= threads + WORKERS + 1
         assert zombie_children() == []
