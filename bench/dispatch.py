@@ -23,7 +23,8 @@ import sys
 # Run as a script, bench/ comes first on sys.path, where bench/http.py would
 # shadow the standard library's http package (which the engines import).
 if sys.path and sys.path[0].rstrip("/").endswith("bench"):
-    del sys.path[0]
+    # ... and the repository root goes in its place, for ``bench.servers``.
+    sys.path[0] = sys.path[0].rstrip("/").removesuffix("bench").rstrip("/") or "."
 
 import argparse
 import http.client
