@@ -137,19 +137,29 @@ class Store(ABC):
 
     @abstractmethod
     def put_run(self, worker_id: str, run: Run) -> None:
-        """Record a finished run so it can be looked up by id later."""
+        """Record a version of a run; the latest wins, its place in the history
+        is where it was first put."""
 
     @abstractmethod
     def get_run(self, worker_id: str, run_id: str) -> Run | None:
-        """A finished run of this worker, or None."""
+        """A run of this worker (any status), or None."""
+
+    @abstractmethod
+    def list_runs(self, worker_id: str, after: str | None, limit: int) -> list[Run]:
+        """The worker's runs, oldest first, past run ``after``; O(limit)."""
+
+    @abstractmethod
+    def delete_worker(self, worker_id: str) -> None:
+        """Remove the worker's record, transcript, runs and event index."""
 
     @abstractmethod
     def append_event(self, event: Event) -> None:
         """Append ``event``; ids arrive strictly increasing."""
 
     @abstractmethod
-    def read_events(self, cursor: int, limit: int) -> list[Event]:
-        """Up to ``limit`` events with ``event_id >= cursor``, oldest first; O(limit)."""
+    def read_events(self, cursor: int, limit: int, worker_id: str | None = None) -> list[Event]:
+        """Up to ``limit`` events with ``event_id >= cursor``, oldest first, only
+        ``worker_id``'s if given; O(limit)."""
 
     @abstractmethod
     def append_diagnostic(self, diagnostic: Diagnostic) -> None:

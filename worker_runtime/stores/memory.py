@@ -5,6 +5,7 @@ Nothing survives the process; ``sync`` has nothing to flush.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 
 from ..domain import Diagnostic, Event, Run, RuntimeRecord, TranscriptEntry, WorkerRecord
@@ -22,7 +23,9 @@ class MemoryStore(Store):
         self._runtime: RuntimeRecord | None = None
         self._workers: dict[str, WorkerRecord] = {}
         self._transcripts: dict[str, list[TranscriptEntry]] = {}
-        self._runs: dict[tuple[str, str], Run] = {}
+        self._runs: dict[str, dict[str, Run]] = {}
+        self._run_order: dict[str, list[str]] = {}
+        self._worker_events: dict[str, list[Event]] = {}
         # Event ids are contiguous from 1, so an event's index is its id - 1.
         self._events: list[Event] = []
         self._diagnostics: list[Diagnostic] = []
@@ -51,15 +54,43 @@ class MemoryStore(Store):
         return self._transcripts.get(worker_id, [])[start : start + limit]
 
     def put_run(self, worker_id: str, run: Run) -> None:
-        self._runs[(worker_id, run.run_id)] = run
+        runs = self._runs.setdefault(worker_id, {})
+        if run.run_id not in runs:
+            self._run_order.setdefault(worker_id, []).append(run.run_id)
+        runs[run.run_id] = run
 
     def get_run(self, worker_id: str, run_id: str) -> Run | None:
-        return self._runs.get((worker_id, run_id))
+        return self._runs.get(worker_id, {}).get(run_id)
+
+    def list_runs(self, worker_id: str, after: str | None, limit: int) -> list[Run]:
+        order, runs = self._run_order.get(worker_id, []), self._runs.get(worker_id, {})
+        begin = 0
+        if after is not None:
+            if after not in runs:
+                return []
+            begin = self._run_index(worker_id, after) + 1
+        return [runs[r] for r in order[begin : begin + limit]]
+
+    def _run_index(self, worker_id: str, run_id: str) -> int:
+        return self._run_order[worker_id].index(run_id)
+
+    def delete_worker(self, worker_id: str) -> None:
+        self._workers.pop(worker_id, None)
+        self._transcripts.pop(worker_id, None)
+        self._runs.pop(worker_id, None)
+        self._run_order.pop(worker_id, None)
+        self._worker_events.pop(worker_id, None)
 
     def append_event(self, event: Event) -> None:
         self._events.append(event)
+        if event.worker_ref is not None:
+            self._worker_events.setdefault(event.worker_ref.worker_id, []).append(event)
 
-    def read_events(self, cursor: int, limit: int) -> list[Event]:
+    def read_events(self, cursor: int, limit: int, worker_id: str | None = None) -> list[Event]:
+        if worker_id is not None:
+            events = self._worker_events.get(worker_id, [])
+            begin = bisect.bisect_left(events, cursor, key=lambda e: e.event_id)
+            return events[begin : begin + limit]
         if not self._events:
             return []
         first = self._events[0].event_id
