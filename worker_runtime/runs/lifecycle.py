@@ -304,6 +304,10 @@ class RunLifecycle:
         }
         if reply:
             run = dataclasses.replace(run, reply_sequence=record.transcript_len)
+        # The run record first: if the store refuses it, nothing has changed yet
+        # and the run stays active (its deadline finalizes it later).
+        self._store.put_run(worker_id, run)
+        if reply:
             data["reply_sequence"] = record.transcript_len
             data["output_chars"] = chars
             _, entry = state.append_entry(
@@ -324,7 +328,6 @@ class RunLifecycle:
                 record, last_run=run, usage=usage, last_event_id=event.event_id, **changes
             )
             event_id = event.event_id
-        self._store.put_run(worker_id, run)
         state.count_finished(status)
         if status in (RunStatus.FAILED, RunStatus.INTERRUPTED):
             severity = Severity.ERROR if status is RunStatus.FAILED else Severity.WARNING
