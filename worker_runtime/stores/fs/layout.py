@@ -45,6 +45,7 @@ from ...domain import (
     check_worker_id,
 )
 from ..base import IdempotencyRecord
+from ..history import RunHistory
 from .fileops import FileOps
 from .jsonl import JsonlLog
 
@@ -148,7 +149,7 @@ class WorkerFiles:
     seq: int
     transcript: JsonlLog[TranscriptEntry]
     runs: JsonlLog[Run]
-    runs_by_id: dict[str, Run] | None = None  # read from runs.jsonl on first lookup
+    history: RunHistory | None = None  # read from runs.jsonl on first lookup
     dir_exists: bool = False  # known to the leader only
 
     def logs(self) -> tuple[JsonlLog[Any], JsonlLog[Any]]:

@@ -44,6 +44,7 @@ from ..base import (
     Store,
     StoreState,
 )
+from ..history import RunHistory
 from ..idempotency import fresh_idempotency, put_fresh_idempotency
 from .commit import GroupCommit
 from .fileops import FileOps, SymlinkFound
@@ -188,8 +189,8 @@ class FsStore(Store):
             self._commit.staged()
             files = self._files(worker_id)
             self._stage(worker_id, files.runs, run)
-            if files.runs_by_id is not None:
-                files.runs_by_id[run.run_id] = run
+            if files.history is not None:
+                files.history.put(run)
 
     def append_event(self, event: Event) -> None:
         with self._mutex:
@@ -231,16 +232,42 @@ class FsStore(Store):
 
     def get_run(self, worker_id: str, run_id: str) -> Run | None:
         with self._mutex, self._reading():
-            files = self._workers.get(worker_id)
-            if files is None:
-                return None
-            if files.runs_by_id is None:
-                files.runs_by_id = {run.run_id: run for run in files.runs.read_all()}
-            return files.runs_by_id.get(run_id)
+            history = self._history(worker_id)
+            return history.get(run_id) if history is not None else None
 
-    def read_events(self, cursor: int, limit: int) -> list[Event]:
+    def list_runs(self, worker_id: str, after: str | None, limit: int) -> list[Run]:
         with self._mutex, self._reading():
-            return self._events.read(max(cursor - self._events_base - 1, 0), limit)
+            history = self._history(worker_id)
+            return history.page(after, limit) if history is not None else []
+
+    def _history(self, worker_id: str) -> RunHistory | None:
+        """The worker's run history, read from ``runs.jsonl`` on first use (mutex held)."""
+        files = self._workers.get(worker_id)
+        if files is None:
+            return None
+        if files.history is None:
+            history = RunHistory()
+            for run in files.runs.read_all():
+                history.put(run)
+            files.history = history
+        return files.history
+
+    def read_events(self, cursor: int, limit: int, worker_id: str | None = None) -> list[Event]:
+        with self._mutex, self._reading():
+            start = max(cursor - self._events_base - 1, 0)
+            if worker_id is None:
+                return self._events.read(start, limit)
+            # TODO(step 2): the per-worker event index; until then a scan.
+            found: list[Event] = []
+            while len(found) < limit and start < self._events.count:
+                for event in self._events.read(start, 256):
+                    if event.worker_ref is not None and event.worker_ref.worker_id == worker_id:
+                        found.append(event)
+                start += 256
+            return found[:limit]
+
+    def delete_worker(self, worker_id: str) -> None:
+        raise NotImplementedError("step 2")
 
     def read_diagnostics(self, after: int = 0, limit: int | None = None) -> Sequence[Diagnostic]:
         with self._mutex, self._reading():
