@@ -4,6 +4,7 @@ without a checkpoint) and damaged files."""
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 from pathlib import Path
@@ -107,9 +108,7 @@ def test_run_versions_and_queued_runs_survive_a_restart(tmp_path: Path, how: str
     store.put_run("w", Run(**{**_fields(running), "pgid": 4242}))
     store.put_run("w", Run(**{**_fields(queued("b")), "status": RunStatus.CANCELLED}))
     record = worker_record("w", last_event_id=1)
-    from dataclasses import replace
-
-    record = replace(record, queued=("c",), active_run=store.get_run("w", "a"))
+    record = dataclasses.replace(record, queued=("c",), active_run=store.get_run("w", "a"))
     store.put_worker(record)
     store.sync()
     before = history(store, "w")
@@ -135,6 +134,7 @@ def _fields(run: Run) -> dict[str, object]:
 def test_queued_runs_survive_kill_9(tmp_path: Path) -> None:
     script = """
         import sys
+        import time
         from worker_runtime.clock import new_id
         from worker_runtime.domain import *
         from worker_runtime.stores.fs import FsStore
@@ -147,7 +147,7 @@ def test_queued_runs_survive_kill_9(tmp_path: Path) -> None:
                                    pending=PendingInput(kind=InputKind.SYSTEM, content=f"in{i}")))
         store.sync()
         print("synced", flush=True)
-        sys.stdin.read() if False else __import__("time").sleep(60)
+        time.sleep(60)  # killed by the test
     """
     with child(script, str(tmp_path)) as process:
         assert read_line(process) == "synced"
@@ -456,5 +456,29 @@ def test_a_deleted_workers_commit_line_that_never_reached_its_logs_is_undone(
     try:
         _assert_intact(store)
         assert not [n for n in os.listdir(runtime_dir(tmp_path) / "workers") if n[0] == "."]
+    finally:
+        store.close()
+
+
+def test_an_event_index_that_is_a_symlink_is_never_followed(tmp_path: Path) -> None:
+    store = open_fs(tmp_path)
+    w = Writer(store)
+    w.create("a")
+    w.event("a")
+    store.close()
+    idx = runtime_dir(tmp_path) / "workers" / "a" / "events.idx"
+    target = tmp_path / "elsewhere"
+    target.write_bytes(b"keep me")
+    idx.unlink()
+    idx.symlink_to(target)
+    store = open_fs(tmp_path)
+    try:
+        codes = [code for code, _, _ in store.load().new_diagnostics]
+        assert "store_corrupt" in codes and "store_index_rebuilt" in codes
+        assert [e.event_id for e in store.read_events(0, 10, worker_id="a")] == [1, 2]
+        assert target.read_bytes() == b"keep me"
+        assert not idx.is_symlink()
+        assert oct(idx.stat().st_mode & 0o777) == "0o600"
+        assert oct((runtime_dir(tmp_path) / "workers" / "a").stat().st_mode & 0o777) == "0o700"
     finally:
         store.close()

@@ -38,7 +38,7 @@ from ...clock import Clock
 from ...domain import Diagnostic, Event, RuntimeRecord, WorkerRecord
 from ...errors import StoreCorrupt
 from ..base import IdempotencyRecord, StoreState
-from .fileops import FileOps
+from .fileops import FileOps, SymlinkFound
 from .jsonl import JsonlLog
 from .layout import (
     COMPACTING,
@@ -53,7 +53,7 @@ from .layout import (
     parse_worker,
 )
 from .quarantine import Problems, move_aside, quarantined_workers
-from .scan import Recovery, journal_lines, record_files, report, tombstones_of
+from .scan import Recovery, journal_lines, linked, record_files, report, tombstones_of
 from .tombstones import is_deleted, remove_tree, tombstone_name, tombstones
 
 __all__ = ["Loaded", "load"]
@@ -326,16 +326,16 @@ def _settle_workers(
             files.events.events_from = ends.get("events_from", 0)
             committed_events[worker_id] = ends.get("events")
             workers[worker_id] = files, record
-    _settle_worker_events(workers, committed_events, events, events_base, problems)
+    _settle_worker_events(recovery, workers, committed_events, events, events_base)
     return workers
 
 
 def _settle_worker_events(
+    recovery: Recovery,
     workers: dict[str, tuple[WorkerFiles, WorkerRecord]],
     committed: dict[str, int | None],
     events: JsonlLog[Event],
     events_base: int,
-    problems: Problems,
 ) -> None:
     """Check each worker's event index against its committed count and the event
     log; rebuild the ones that disagree from ``events.jsonl``, in one pass."""
@@ -351,11 +351,19 @@ def _settle_worker_events(
         ref = found[0].worker_ref if found and found[0].event_id == event_id else None
         return ref.worker_id if ref is not None else None
 
+    problems = recovery.problems
     rebuild: dict[str, WorkerFiles] = {}
     for worker_id, (files, _) in workers.items():
-        if not files.events.recover(
-            committed[worker_id], functools.partial(_owned, owner, worker_id)
-        ):
+        try:
+            ok = files.events.recover(
+                committed[worker_id], functools.partial(_owned, owner, worker_id)
+            )
+        except SymlinkFound as exc:  # never followed: moved aside, and the index rebuilt
+            problems.append(("store_corrupt", linked(recovery.layout, exc), worker_id))
+            rel = files.events.rel
+            move_aside(recovery.layout, recovery.ops, worker_id, [rel], problems, worker_id)
+            ok = False
+        if not ok:
             rebuild[worker_id] = files
     if not rebuild:
         return
