@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from ..domain import Diagnostic, Event, Run, RuntimeRecord, TranscriptEntry, WorkerRecord
 from .base import IdempotencyRecord, Store, StoreState, page_after
+from .history import RunHistory
 from .idempotency import fresh_idempotency, put_fresh_idempotency
 
 __all__ = ["MemoryStore"]
@@ -23,11 +24,11 @@ class MemoryStore(Store):
         self._runtime: RuntimeRecord | None = None
         self._workers: dict[str, WorkerRecord] = {}
         self._transcripts: dict[str, list[TranscriptEntry]] = {}
-        self._runs: dict[str, dict[str, Run]] = {}
-        self._run_order: dict[str, list[str]] = {}
-        self._worker_events: dict[str, list[Event]] = {}
+        self._runs: dict[str, RunHistory] = {}
         # Event ids are contiguous from 1, so an event's index is its id - 1.
         self._events: list[Event] = []
+        # Each worker's event ids, increasing: a filtered page is a bisect and a slice.
+        self._worker_events: dict[str, list[int]] = {}
         self._diagnostics: list[Diagnostic] = []
         self._idempotency: dict[str, IdempotencyRecord] = {}
 
@@ -54,48 +55,37 @@ class MemoryStore(Store):
         return self._transcripts.get(worker_id, [])[start : start + limit]
 
     def put_run(self, worker_id: str, run: Run) -> None:
-        runs = self._runs.setdefault(worker_id, {})
-        if run.run_id not in runs:
-            self._run_order.setdefault(worker_id, []).append(run.run_id)
-        runs[run.run_id] = run
+        self._runs.setdefault(worker_id, RunHistory()).put(run)
 
     def get_run(self, worker_id: str, run_id: str) -> Run | None:
-        return self._runs.get(worker_id, {}).get(run_id)
+        history = self._runs.get(worker_id)
+        return history.get(run_id) if history else None
 
     def list_runs(self, worker_id: str, after: str | None, limit: int) -> list[Run]:
-        order, runs = self._run_order.get(worker_id, []), self._runs.get(worker_id, {})
-        begin = 0
-        if after is not None:
-            if after not in runs:
-                return []
-            begin = self._run_index(worker_id, after) + 1
-        return [runs[r] for r in order[begin : begin + limit]]
+        history = self._runs.get(worker_id)
+        return history.page(after, limit) if history else []
 
-    def _run_index(self, worker_id: str, run_id: str) -> int:
-        return self._run_order[worker_id].index(run_id)
+    def append_event(self, event: Event) -> None:
+        self._events.append(event)
+        if event.worker_ref is not None:
+            self._worker_events.setdefault(event.worker_ref.worker_id, []).append(event.event_id)
+
+    def read_events(self, cursor: int, limit: int, worker_id: str | None = None) -> list[Event]:
+        if not self._events:
+            return []
+        first = self._events[0].event_id
+        if worker_id is None:
+            index = max(cursor - first, 0)
+            return self._events[index : index + limit]
+        ids = self._worker_events.get(worker_id, [])
+        begin = bisect.bisect_left(ids, cursor)
+        return [self._events[event_id - first] for event_id in ids[begin : begin + limit]]
 
     def delete_worker(self, worker_id: str) -> None:
         self._workers.pop(worker_id, None)
         self._transcripts.pop(worker_id, None)
         self._runs.pop(worker_id, None)
-        self._run_order.pop(worker_id, None)
         self._worker_events.pop(worker_id, None)
-
-    def append_event(self, event: Event) -> None:
-        self._events.append(event)
-        if event.worker_ref is not None:
-            self._worker_events.setdefault(event.worker_ref.worker_id, []).append(event)
-
-    def read_events(self, cursor: int, limit: int, worker_id: str | None = None) -> list[Event]:
-        if worker_id is not None:
-            events = self._worker_events.get(worker_id, [])
-            begin = bisect.bisect_left(events, cursor, key=lambda e: e.event_id)
-            return events[begin : begin + limit]
-        if not self._events:
-            return []
-        first = self._events[0].event_id
-        index = max(cursor - first, 0)
-        return self._events[index : index + limit]
 
     def append_diagnostic(self, diagnostic: Diagnostic) -> None:
         self._diagnostics.append(diagnostic)
