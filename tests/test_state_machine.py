@@ -235,7 +235,9 @@ class RuntimeMachine(RuleBasedStateMachine):
         except errors.CursorAhead as exc:
             # Past the log's end: refused, naming where the log ends (SPEC section 3).
             assert cursor > exc.details["next_event_id"] >= 1
-            assert exc.details["next_event_id"] <= self.rt.dispatch(c.GetRuntime()).last_event_id + 1
+            assert (
+                exc.details["next_event_id"] <= self.rt.dispatch(c.GetRuntime()).last_event_id + 1
+            )
             return
         assert cursor <= self.rt.dispatch(c.GetRuntime()).last_event_id + 1
         ids = [e.event_id for e in page.events]

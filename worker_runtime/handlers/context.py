@@ -3,8 +3,8 @@ registered for its command (:class:`Registration`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 

@@ -77,8 +77,10 @@ def read_events(ctx: Context, cmd: c.ReadEvents) -> r.EventPage:
     else:
         # Every matching event up to the log's end was read: a filtered
         # follower skips the other workers' events in one step.
-        next_id = max(cmd.cursor, last + 1, 1) if worker_id is not None else (
-            events[-1].event_id + 1 if events else max(cmd.cursor, 1)
+        next_id = (
+            max(cmd.cursor, last + 1, 1)
+            if worker_id is not None
+            else (events[-1].event_id + 1 if events else max(cmd.cursor, 1))
         )
     return r.EventPage(
         events=tuple(events),

@@ -21,7 +21,9 @@ def list_runs(ctx: Context, cmd: c.ListRuns) -> r.RunPage:
     with ctx.state.locked():
         ctx.state.worker(cmd.worker_id)
         if cmd.after is not None and ctx.store.get_run(cmd.worker_id, cmd.after) is None:
-            raise InvalidRequest("after does not name a run of the worker", details={"field": "after"})
+            raise InvalidRequest(
+                "after does not name a run of the worker", details={"field": "after"}
+            )
         # One more than asked tells whether another page follows: O(limit).
         found = ctx.store.list_runs(cmd.worker_id, cmd.after, limit + 1)
     page = tuple(run_info(ctx, cmd.worker_id, run) for run in found[:limit])

@@ -74,7 +74,9 @@ def worker_detail(ctx: Context, record: WorkerRecord) -> WorkerDetail:
         requested_capabilities=record.requested_capabilities,
         workspace_refs=record.workspace_refs,
         mount_refs=record.mount_refs,
-        active_run=run_info(ctx, record.worker_id, record.active_run) if record.active_run else None,
+        active_run=run_info(ctx, record.worker_id, record.active_run)
+        if record.active_run
+        else None,
         last_run=run_info(ctx, record.worker_id, record.last_run) if record.last_run else None,
         last_error=record.last_error,
         usage=record.usage,

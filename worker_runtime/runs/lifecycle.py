@@ -120,7 +120,9 @@ class RunLifecycle:
         self, record: WorkerRecord, run: Run, *, role: Role, content: str, usage: Usage
     ) -> Accepted:
         check_room(record, self._config.max_queued_runs)
-        run = dataclasses.replace(run, pending=PendingInput(kind=InputKind(role.value), content=content))
+        run = dataclasses.replace(
+            run, pending=PendingInput(kind=InputKind(role.value), content=content)
+        )
         self._store.put_run(record.worker_id, run)
         event = self._state.emit(
             "run_queued", record.worker_id, run.run_id, position=len(record.queued)
