@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 import waitress
 
 from worker_runtime import Runtime, RuntimeConfig, __version__
+from worker_runtime.config import env_variable
 from worker_runtime.errors import ConfigError, WorkerRuntimeError
 
 from .app import create_app, settle_token
@@ -43,6 +44,7 @@ __all__ = ["build_parser", "check_exposure", "is_loopback", "main", "parse_liste
 DEFAULT_LISTEN = "127.0.0.1:8780"
 # waitress's default of 4 threads is soon held by long-polls (``wait``).
 DEFAULT_THREADS = 16
+CHANNEL_REQUEST_LOOKAHEAD = 5
 
 log = logging.getLogger("adapters.cli")
 
@@ -116,12 +118,15 @@ def check_exposure(listen: str, token: Token | None) -> None:
 def _open(
     args: argparse.Namespace, environ: Mapping[str, str]
 ) -> tuple[Runtime, HttpSettings, ServeSettings, Token | None]:
-    overrides = {
+    overrides: dict[str, object] = {
         "runtime_id": args.runtime_id,
         "store": args.store,
         "data_dir": args.data_dir,
         "profiles_path": args.profiles,
     }
+    if not environ.get(env_variable("max_waiters"), "").strip():
+        # Half the threads may hold waits; the rest serve everything else.
+        overrides["max_waiters"] = max(1, args.threads // 2)
     config = RuntimeConfig.from_env(environ).replace(
         **{k: v for k, v in overrides.items() if v is not None}
     )
@@ -165,6 +170,9 @@ def serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             connection_limit=limits["connection_limit"],
             channel_timeout=limits["channel_timeout"],
             max_request_body_size=limits["max_request_body_size"],
+            # Reading ahead lets waitress tell a hung-up client
+            # (``waitress.client_disconnected``), so its wait ends early.
+            channel_request_lookahead=CHANNEL_REQUEST_LOOKAHEAD,
         )
     except WorkerRuntimeError as exc:
         print(f"worker-runtime: {exc.message}", file=sys.stderr)

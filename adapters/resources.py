@@ -11,6 +11,7 @@ command is a new row, not a new class.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -19,6 +20,7 @@ import falcon
 from worker_runtime import Runtime
 from worker_runtime.errors import InvalidQuery, InvalidRequest, InvalidWorkerId, LimitTooLarge
 from worker_runtime.routes import QueryKind, Route
+from worker_runtime.waits import abandon_when
 
 from .parsing import parse_query, read_body, read_json_object
 from .settings import DEFAULT_MAX_BODY_BYTES
@@ -87,12 +89,20 @@ def _for_http(error: InvalidRequest, query: Mapping[str, QueryKind]) -> InvalidR
 class Operation:
     """The responder of one route: request in, command dispatched, envelope out."""
 
-    def __init__(self, runtime: Runtime, route: Route, *, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        route: Route,
+        *,
+        max_body_bytes: int,
+        waiters: threading.Semaphore | None = None,
+    ) -> None:
         self.route = route
         self._rt = runtime
         self._max_body_bytes = max_body_bytes
         self._path_params = frozenset(route.path_params)
         self._encode = enveloped(route.envelope)
+        self._waiters = waiters if route.long_poll else None
 
     def __call__(self, req: falcon.Request, resp: falcon.Response, **path: str) -> None:
         route = self.route
@@ -109,6 +119,10 @@ class Operation:
         args.update(parse_query(req, route.query))
         args.update(path)
         # A long-poll (``wait``) holds this server thread until an event or the deadline.
+        if self._waiters is not None and _positive(args.get("wait")):
+            result = self._held(req, resp, args, key, self._waiters)
+            send(resp, {route.envelope: result} if route.envelope else result, route.status)
+            return
         if route.location is not None:
             result = self._dispatch(args, key)
             resp.location = route.location.format_map(result)
@@ -128,6 +142,27 @@ class Operation:
             )
         return body
 
+    def _held(
+        self,
+        req: falcon.Request,
+        resp: falcon.Response,
+        args: dict[str, Any],
+        key: str | None,
+        waiters: threading.Semaphore,
+    ) -> dict[str, Any]:
+        """A wait, if one of the ``max_waiters`` slots is free: else answered at
+        once with what is there and ``Retry-After: 1`` (SPEC section 7), so waits
+        never hold every server thread. A wait whose client hung up ends early."""
+        if not waiters.acquire(blocking=False):
+            resp.set_header("Retry-After", "1")
+            return self._dispatch({**args, "wait": 0}, key)
+        try:
+            gone = req.env.get("waitress.client_disconnected")
+            with abandon_when(gone if callable(gone) else None):
+                return self._dispatch(args, key)
+        finally:
+            waiters.release()
+
     def _dispatch(self, args: dict[str, Any], key: str | None) -> dict[str, Any]:
         wire = {"command": self.route.command, "args": args}
         try:
@@ -143,11 +178,22 @@ class Operation:
             raise _for_http(error, self.route.query) from None
 
 
+def _positive(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+
+
 class RouteResource:
     """Serves every route of one path template: an ``on_<method>`` responder per
     row, so falcon answers 405 (with ``Allow``) for the methods no row names."""
 
-    def __init__(self, runtime: Runtime, routes: Iterable[Route], *, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        routes: Iterable[Route],
+        *,
+        max_body_bytes: int,
+        waiters: threading.Semaphore | None = None,
+    ) -> None:
         self.routes = tuple(routes)
         paths = {route.path for route in self.routes}
         if len(paths) != 1:
@@ -156,18 +202,24 @@ class RouteResource:
             name = f"on_{route.method.lower()}"
             if hasattr(self, name):
                 raise ValueError(f"two routes for {route.method} {route.path}")
-            setattr(self, name, Operation(runtime, route, max_body_bytes=max_body_bytes))
+            setattr(
+                self,
+                name,
+                Operation(runtime, route, max_body_bytes=max_body_bytes, waiters=waiters),
+            )
 
 
 def route_resources(
     runtime: Runtime, routes: Iterable[Route], *, max_body_bytes: int
 ) -> dict[str, RouteResource]:
-    """One resource per path template, holding that path's routes (in table order)."""
+    """One resource per path template, holding that path's routes (in table order).
+    Their long-polls share one gate of ``runtime.config.max_waiters`` held waits."""
+    waiters = threading.Semaphore(runtime.config.max_waiters)
     by_path: dict[str, list[Route]] = {}
     for route in routes:
         by_path.setdefault(route.path, []).append(route)
     return {
-        path: RouteResource(runtime, rows, max_body_bytes=max_body_bytes)
+        path: RouteResource(runtime, rows, max_body_bytes=max_body_bytes, waiters=waiters)
         for path, rows in by_path.items()
     }
 

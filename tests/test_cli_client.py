@@ -187,7 +187,7 @@ def test_events_follow_prints_new_events_as_they_come(server: Server) -> None:
                 "worker_created",
                 "input_accepted",
                 "run_started",
-                "output_appended",
+                "run_output",
                 "run_completed",
             ]
             assert ack.run_id

@@ -144,7 +144,7 @@ def test_follow_yields_one_workers_events_in_order(target: RuntimeAPI) -> None:
         if event.run_id == ack_a.run_id and event.type == "run_completed":
             break
     assert seen[0] == "worker_created"
-    assert seen[-4:] == ["input_accepted", "run_started", "output_appended", "run_completed"]
+    assert seen[-4:] == ["input_accepted", "run_started", "run_output", "run_completed"]
     assert run_end(target, ack_b.run_id, ack_b.event_id).type == "run_completed"
 
 

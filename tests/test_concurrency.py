@@ -30,6 +30,7 @@ EXPECTED_CODES = {
     "worker_exists",
     "worker_busy",
     "worker_stopped",
+    "cursor_ahead",  # a random cursor past the log's end (SPEC section 3)
 }
 
 pytestmark = pytest.mark.timeout(120)

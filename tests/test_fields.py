@@ -10,19 +10,24 @@ import pytest
 
 from worker_runtime import Runtime, errors
 from worker_runtime import commands as c
-from worker_runtime.domain import InputKind, WorkerIntent, WorkerStatus
+from worker_runtime.domain import BusyPolicy, InputKind, WorkerIntent, WorkerStatus
 
 VALID: dict[type[c.Command[Any]], c.Command[Any]] = {
     c.GetRuntime: c.GetRuntime(),
     c.ListWorkers: c.ListWorkers(status=WorkerStatus.IDLE, limit=5, after="w"),
     c.GetWorker: c.GetWorker(worker_id="w"),
     c.CreateWorker: c.CreateWorker(worker_id="w2", display_name="two"),
-    c.SendInput: c.SendInput(worker_id="w", content="hi", kind=InputKind.USER),
+    c.SendInput: c.SendInput(
+        worker_id="w", content="hi", kind=InputKind.USER, on_busy=BusyPolicy.ENQUEUE
+    ),
     c.StopWorker: c.StopWorker(worker_id="w", reason="done"),
     c.CancelRun: c.CancelRun(worker_id="w", run_id="run-1", reason="why"),
     c.GetTranscript: c.GetTranscript(worker_id="w", start=0, limit=5),
-    c.ReadEvents: c.ReadEvents(cursor=0, limit=5, wait=0.0),
+    c.ReadEvents: c.ReadEvents(cursor=0, limit=5, wait=0.0, worker_id="w"),
     c.GetDiagnostics: c.GetDiagnostics(after=0, limit=5),
+    c.ListRuns: c.ListRuns(worker_id="w", limit=5, after="run-1"),
+    c.GetRun: c.GetRun(worker_id="w", run_id="run-1", wait=0.0),
+    c.DeleteWorker: c.DeleteWorker(worker_id="w"),
 }
 
 
@@ -70,6 +75,10 @@ def test_a_field_of_the_wrong_type_is_invalid_request(
         (c.CreateWorker(workspace_refs=("ws",)), "workspace_refs"),  # type: ignore[arg-type]
         (c.CreateWorker(workspace_refs=["ws"]), "workspace_refs"),  # type: ignore[arg-type]
         (c.GetWorker(worker_id=None), "worker_id"),  # type: ignore[arg-type]
+        (c.SendInput(worker_id="w", content="x", on_busy="enqueue"), "on_busy"),  # type: ignore[arg-type]
+        (c.ReadEvents(worker_id=5), "worker_id"),  # type: ignore[arg-type]
+        (c.GetRun(worker_id="w", run_id="r", wait="1"), "wait"),  # type: ignore[arg-type]
+        (c.ListRuns(worker_id="w", after=3), "after"),  # type: ignore[arg-type]
     ],
 )
 def test_named_examples_are_invalid_request(

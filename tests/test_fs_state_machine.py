@@ -4,9 +4,11 @@
   (``test_state_machine.py``) on the fs store, plus a rule that closes and
   reopens the runtime mid-run: every rule and invariant must still hold.
 - :class:`StoreMachine` drives the memory store (the reference) and the fs
-  store with the same writes and asserts every read agrees, across clean
-  reopens and across crashes (a failed flush, then a reopen: the fs store must
-  come back exactly as of its last successful sync).
+  store with the same writes (run versions, queues, per-worker events,
+  deletes and re-creations) and asserts every read agrees (run pages,
+  filtered event reads included), across clean reopens and across crashes
+  (a failed flush, then a reopen: the fs store must come back exactly as of
+  its last successful sync).
 
 Both run with a tiny journal limit, so checkpoints run in the background
 between (and during) their steps.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import shutil
 import tempfile
 from pathlib import Path
@@ -29,11 +32,14 @@ from worker_runtime.clock import new_id
 from worker_runtime.domain import (
     Diagnostic,
     Event,
+    InputKind,
+    PendingInput,
     Role,
     Run,
     RunStatus,
     Severity,
     TranscriptEntry,
+    WorkerRef,
     WorkerStatus,
 )
 from worker_runtime.errors import RuntimeUnavailable
@@ -97,6 +103,7 @@ class StoreMachine(RuleBasedStateMachine):
         self.ops = FaultyOps()
         self.memory = MemoryStore(RUNTIME_ID)
         self.lengths: dict[str, int] = {}  # transcript length per worker
+        self.deleted: set[str] = set()  # ids deleted at some point (read after, too)
         self.last_event = 0
         self.last_diagnostic = 0
         self.fs = self._open_fs()
@@ -121,9 +128,11 @@ class StoreMachine(RuleBasedStateMachine):
         getattr(self.memory, method)(*args)
         getattr(self.fs, method)(*args)
 
-    def _event(self, worker_id: str | None) -> int:
+    def _event(self, worker_id: str | None, type_: str = "t") -> int:
         self.last_event += 1
-        self.both("append_event", Event(event_id=self.last_event, type="t", created_at=NOW))
+        ref = WorkerRef(runtime_id=RUNTIME_ID, worker_id=worker_id) if worker_id else None
+        event = Event(event_id=self.last_event, type=type_, created_at=NOW, worker_ref=ref)
+        self.both("append_event", event)
         return self.last_event
 
     def _put(self, worker_id: str, status: WorkerStatus, name: str | None) -> None:
@@ -165,11 +174,56 @@ class StoreMachine(RuleBasedStateMachine):
             self._put(worker_id, WorkerStatus.RUNNING, None)
 
     @precondition(lambda self: self.lengths)
-    @rule(data=st.data(), run=st.integers(0, 5), status=st.sampled_from(RunStatus))
-    def put_run(self, data: st.DataObject, run: int, status: RunStatus) -> None:
+    @rule(
+        data=st.data(),
+        run=st.integers(0, 5),
+        status=st.sampled_from(RunStatus),
+        content=strategies.text,
+        pgid=st.none() | st.integers(1, 1 << 30),
+    )
+    def put_run(
+        self, data: st.DataObject, run: int, status: RunStatus, content: str, pgid: int | None
+    ) -> None:
+        """A version of a run (every version is put: queued, running, finished)."""
         worker_id = data.draw(st.sampled_from(sorted(self.lengths)))
-        record = Run(run_id=f"run-{run}", status=status, input_sequence=run, started_at=NOW)
+        queued = status is RunStatus.QUEUED
+        record = Run(
+            run_id=f"run-{run}",
+            status=status,
+            queued_at=NOW,
+            input_sequence=None if queued else run,
+            started_at=None if queued else NOW,
+            output_chars=len(content),
+            pending=PendingInput(kind=InputKind.USER, content=content) if queued else None,
+            pgid=pgid,
+        )
         self.both("put_run", worker_id, record)
+
+    @precondition(lambda self: self.lengths)
+    @rule(data=st.data(), queue=st.lists(st.integers(0, 5), max_size=3))
+    def queue(self, data: st.DataObject, queue: list[int]) -> None:
+        """The worker record's FIFO of queued run ids."""
+        worker_id = data.draw(st.sampled_from(sorted(self.lengths)))
+        self._event(worker_id)
+        record = worker_record(
+            worker_id,
+            status=WorkerStatus.RUNNING,
+            transcript_len=self.lengths[worker_id],
+            last_event_id=self.last_event,
+        )
+        self.both(
+            "put_worker", dataclasses.replace(record, queued=tuple(f"run-{i}" for i in queue))
+        )
+
+    @precondition(lambda self: self.lengths)
+    @rule(data=st.data())
+    def delete_worker(self, data: st.DataObject) -> None:
+        """``worker_deleted`` first, then the delete, in one operation."""
+        worker_id = data.draw(st.sampled_from(sorted(self.lengths)))
+        self._event(worker_id, "worker_deleted")
+        self.both("delete_worker", worker_id)
+        del self.lengths[worker_id]
+        self.deleted.add(worker_id)
 
     @rule(message=strategies.text)
     def diagnose(self, message: str) -> None:
@@ -214,6 +268,7 @@ class StoreMachine(RuleBasedStateMachine):
         self.memory, self.lengths, self.last_event, self.last_diagnostic = copy.deepcopy(
             self.durable
         )
+        self.deleted |= set(self.lengths)  # ids that may have lost a delete: read them too
         self.fs = self._open_fs()
         codes = {code for code, _, _ in self.loaded.new_diagnostics}
         # A worker whose creation never committed has its files moved aside.
@@ -250,6 +305,21 @@ class StoreMachine(RuleBasedStateMachine):
     def read_events(self, cursor: int, limit: int) -> None:
         assert self.fs.read_events(cursor, limit) == self.memory.read_events(cursor, limit)
 
+    @rule(data=st.data(), after=st.none() | st.integers(0, 6), limit=st.integers(0, 4))
+    def list_runs(self, data: st.DataObject, after: int | None, limit: int) -> None:
+        worker_id = data.draw(st.sampled_from(sorted(set(self.lengths) | self.deleted) or ["x"]))
+        after_id = None if after is None else f"run-{after}"
+        assert self.fs.list_runs(worker_id, after_id, limit) == self.memory.list_runs(
+            worker_id, after_id, limit
+        )
+
+    @rule(data=st.data(), cursor=st.integers(0, 40), limit=st.integers(1, 8))
+    def read_worker_events(self, data: st.DataObject, cursor: int, limit: int) -> None:
+        worker_id = data.draw(st.sampled_from(sorted(set(self.lengths) | self.deleted) or ["x"]))
+        assert self.fs.read_events(cursor, limit, worker_id) == self.memory.read_events(
+            cursor, limit, worker_id
+        )
+
     @precondition(lambda self: self.lengths)
     @rule(data=st.data(), run=st.integers(0, 6))
     def get_run(self, data: st.DataObject, run: int) -> None:
@@ -269,6 +339,13 @@ class StoreMachine(RuleBasedStateMachine):
                 worker_id, 0, 1000
             )
             assert len(self.fs.read_transcript(worker_id, 0, 1000)) == length
+        for worker_id in set(self.lengths) | self.deleted:
+            assert self.fs.list_runs(worker_id, None, 100) == self.memory.list_runs(
+                worker_id, None, 100
+            )
+            assert self.fs.read_events(0, 1000, worker_id) == self.memory.read_events(
+                0, 1000, worker_id
+            )
 
 
 StoreMachine.TestCase.settings = settings(stateful_step_count=30, deadline=None)

@@ -15,7 +15,7 @@ from openapi_spec_validator import validate
 
 from adapters.openapi import build_openapi
 from worker_runtime import Runtime, RuntimeConfig
-from worker_runtime.commands import CreateWorker
+from worker_runtime.commands import CreateWorker, SendInput
 from worker_runtime.routes import ROUTES as ROUTES_TABLE
 from worker_runtime.wire import schema_document
 
@@ -125,10 +125,15 @@ def served() -> Iterator[tuple[Any, dict[str, Any]]]:
     runtime = Runtime.open()
     try:
         runtime.dispatch(CreateWorker(worker_id="w"))
+        # A run to name in /runs/{run_id} (its id is generated).
+        _RUN["id"] = runtime.dispatch(SendInput(worker_id="w", content="hi")).run_id
         c = client(runtime)
         yield c, c.simulate_get("/v1/openapi.json", headers=AUTH).json
     finally:
         runtime.close()
+
+
+_RUN: dict[str, str] = {}
 
 
 def _bounded_parameters(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
@@ -136,7 +141,8 @@ def _bounded_parameters(document: dict[str, Any]) -> list[tuple[str, str, dict[s
     for route in ROUTES_TABLE:
         for name, schema in _query_schemas(document, route.method, route.path).items():
             if "maximum" in schema:
-                found.append((route.path.replace("{worker_id}", "w"), name, schema))
+                path = route.path.replace("{worker_id}", "w").replace("{run_id}", _RUN["id"])
+                found.append((path, name, schema))
     return found
 
 
@@ -153,6 +159,10 @@ def test_the_documented_maximum_of_every_parameter_is_accepted(
         if name == "wait":
             value = "0"  # its bound is checked below, without holding the test
         result = c.simulate_get(path, params={name: value}, headers=AUTH)
+        if name == "cursor":
+            # Taken, and answered as SPEC section 3 says for a cursor past the log.
+            assert error_code(result) == "cursor_ahead", (path, name, value, result.json)
+            continue
         assert result.status_code == 200, (path, name, value, result.json)
 
 
@@ -223,12 +233,18 @@ REFUSALS: list[tuple[str, str, Any, dict[str, str]]] = [
     ("GET", "/v1/workers/w/transcript", None, {"start": "-1"}),
     ("GET", "/v1/events", None, {"wait": "31"}),
     ("GET", "/v1/diagnostics", None, {"limit": "0"}),
+    ("GET", "/v1/events", None, {"cursor": "99999"}),
+    ("GET", "/v1/events", None, {"worker_id": "ghost"}),
+    ("GET", "/v1/workers/w/runs", None, {"after": "never"}),
+    ("GET", "/v1/workers/w/runs/never", None, {}),
+    ("DELETE", "/v1/workers/w", None, {}),
 ]
 
 
 def _template(method: str, path: str) -> str:
     for route in ROUTES_TABLE:
         pattern = re.escape(route.path).replace(r"\{worker_id\}", "[^/]+")
+        pattern = pattern.replace(r"\{run_id\}", "[^/]+")
         if route.method == method and re.fullmatch(pattern, path):
             return route.path
     raise LookupError(path)

@@ -334,7 +334,7 @@ class FlakyRunStore(MemoryStore):
     fail_next_run = True
 
     def put_run(self, worker_id: str, run: Run) -> None:
-        if self.fail_next_run:
+        if self.fail_next_run and not run.status.active:
             self.fail_next_run = False
             raise errors.RuntimeUnavailable("no space left on device")
         super().put_run(worker_id, run)
@@ -371,25 +371,41 @@ def _chunks(clock: ManualClock, *parts: str | float) -> ScriptEngine:
 
 
 @pytest.mark.parametrize(
-    ("parts", "entries"),
+    ("parts", "pieces"),
     [
-        (["ab"] * 50, ["ab" * 50]),  # small chunks in one breath: one entry
-        (["x", 0.3, "y", "z"], ["xy", "z"]),  # a pause flushes with the chunk after it
-        (["a" * 1000] * 10, ["a" * 5000, "a" * 5000]),  # 4 KiB reached: flushed
+        # The first chunk after a quiet spell goes out at once; the rest of one
+        # breath is one piece (flushed at the run's end here, the clock being still).
+        (["ab"] * 50, ["ab", "ab" * 49]),
+        (["x", 0.3, "y", "z"], ["x", "y", "z"]),  # a pause lets the next chunk out at once
+        (["a" * 1000] * 10, ["a" * 1000, "a" * 9000]),
         (["", "only", ""], ["only"]),  # empty chunks are ignored
-        ([], []),  # no output, no entry
+        ([], []),  # no output, no event, no reply entry
     ],
 )
-def test_output_is_coalesced(parts: list[str | float], entries: list[str]) -> None:
+def test_output_is_streamed_coalesced_and_kept_as_one_reply(
+    parts: list[str | float], pieces: list[str]
+) -> None:
+    """SPEC section 7 (revision 2): run_output events {text, offset}, at most one
+    per 50 ms per run, and ONE assistant entry holding the whole reply."""
     clock = ManualClock()
     with make_runtime({"chunks": _chunks(clock, *parts)}, clock=clock) as rt:
         ack = start(rt, "w", "chunks")
-        assert wait_for_run_end(rt, ack.run_id).type == "run_completed"
+        end = wait_for_run_end(rt, ack.run_id)
+        assert end.type == "run_completed"
+        events = rt.dispatch(c.ReadEvents(worker_id="w", limit=1000)).events
+        outputs = [e.data for e in events if e.type == "run_output"]
+        reply = "".join(pieces)
+        offsets = [sum(map(len, pieces[:i])) for i in range(len(pieces))]
+        assert outputs == [{"text": t, "offset": o} for t, o in zip(pieces, offsets, strict=True)]
         replies = [text for role, text, _ in transcript(rt, "w") if role is Role.ASSISTANT]
-        assert replies == entries
+        assert replies == ([reply] if reply else [])
         detail = rt.dispatch(c.GetWorker(worker_id="w"))
-        assert detail.usage.output_chars == sum(map(len, entries))
-        assert detail.transcript_len == 1 + len(entries)
+        assert detail.usage.output_chars == len(reply)
+        assert detail.transcript_len == 1 + (1 if reply else 0)
+        run = rt.dispatch(c.GetRun(worker_id="w", run_id=ack.run_id))
+        assert run.output_chars == len(reply)
+        assert run.reply_sequence == (1 if reply else None)
+        assert end.data.get("reply_sequence") == run.reply_sequence
 
 
 def test_output_past_the_limit_is_truncated() -> None:
@@ -455,7 +471,8 @@ def test_a_long_poll_returns_as_soon_as_an_event_arrives() -> None:
 def test_closing_the_runtime_ends_a_long_poll() -> None:
     clock = PollSpyClock()
     rt = make_runtime({}, clock=clock)
-    thread, pages = _poll_in_thread(rt, clock, cursor=99)
+    cursor = rt.dispatch(c.GetRuntime()).last_event_id + 1
+    thread, pages = _poll_in_thread(rt, clock, cursor=cursor)
     rt.close()
     thread.join(10)
     assert not thread.is_alive()
@@ -485,8 +502,11 @@ def test_output_is_not_held_when_the_engine_goes_quiet() -> None:
     with make_runtime({"quiet": ScriptEngine(script)}) as rt:
         ack = start(rt, "w", "quiet")
         assert said.wait(10)
-        event = wait_for_event(rt, lambda e: e.type == "output_appended" and e.run_id == ack.run_id)
-        assert event.data == {"chars": len("starting...")}
-        assert (Role.ASSISTANT, "starting...", ack.run_id) in transcript(rt, "w")
+        event = wait_for_event(rt, lambda e: e.type == "run_output" and e.run_id == ack.run_id)
+        assert event.data == {"text": "starting...", "offset": 0}
+        # Streamed as an event; the reply entry waits for the run's end.
+        assert [role for role, _, _ in transcript(rt, "w")] == [Role.USER]
         assert rt.dispatch(c.GetWorker(worker_id="w")).status is WorkerStatus.RUNNING
         rt.dispatch(c.CancelRun(worker_id="w"))
+        # A cancelled run's partial output is still its one reply entry.
+        assert (Role.ASSISTANT, "starting...", ack.run_id) in transcript(rt, "w")

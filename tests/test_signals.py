@@ -87,11 +87,14 @@ def test_signal_stops_everything_within_the_grace(
     argv = waitress_argv() if command == "waitress-serve" else cli_argv()
     with serve(env, argv=argv) as server:
         run_id, pids = _start_stubborn_run(server, tmp_path)
+        # A wait on a worker nothing happens to (a cursor far ahead is now
+        # refused as cursor_ahead): only the shutdown can answer it.
+        assert server.request("POST", "/v1/workers", {"worker_id": "quiet"}).status == 201
         ahead = server.request("GET", "/v1/runtime").json()["runtime"]["last_event_id"] + 1
         polled: list[Response] = []
         poll = threading.Thread(
             target=lambda: polled.append(
-                server.request("GET", f"/v1/events?cursor={ahead + 1000}&wait=30")
+                server.request("GET", f"/v1/events?cursor={ahead}&worker_id=quiet&wait=30")
             )
         )
         poll.start()

@@ -234,7 +234,16 @@ class RuntimeMachine(RuleBasedStateMachine):
 
     @rule(cursor=st.integers(min_value=0, max_value=200), limit=st.integers(1, 20))
     def read_events(self, cursor: int, limit: int) -> None:
-        page = self.call(c.ReadEvents(cursor=cursor, limit=limit))
+        try:
+            page = self.call(c.ReadEvents(cursor=cursor, limit=limit))
+        except errors.CursorAhead as exc:
+            # Past the log's end: refused, naming where the log ends (SPEC section 3).
+            assert cursor > exc.details["next_event_id"] >= 1
+            assert (
+                exc.details["next_event_id"] <= self.rt.dispatch(c.GetRuntime()).last_event_id + 1
+            )
+            return
+        assert cursor <= self.rt.dispatch(c.GetRuntime()).last_event_id + 1
         ids = [e.event_id for e in page.events]
         assert all(i >= cursor for i in ids)
         assert ids == sorted(set(ids)) and len(ids) <= limit

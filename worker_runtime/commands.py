@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from .domain import (
+    BusyPolicy,
     CapabilityRequest,
     ConfigBundleRef,
     InputKind,
@@ -22,10 +23,13 @@ from .domain import (
 )
 from .results import (
     CancelAck,
+    DeleteAck,
     DiagnosticList,
     EventPage,
     InputAck,
     Result,
+    RunInfo,
+    RunPage,
     RuntimeInfo,
     StopAck,
     TranscriptPage,
@@ -41,10 +45,13 @@ __all__ = [
     "CancelRun",
     "Command",
     "CreateWorker",
+    "DeleteWorker",
     "GetDiagnostics",
+    "GetRun",
     "GetRuntime",
     "GetTranscript",
     "GetWorker",
+    "ListRuns",
     "ListWorkers",
     "ReadEvents",
     "SendInput",
@@ -93,11 +100,17 @@ class CreateWorker(Command[WorkerDetail]):
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class SendInput(Command[InputAck]):
-    """Append input to an idle worker's transcript and start a run for it."""
+    """Append input to an idle worker's transcript and start a run for it.
+
+    A busy worker refuses it (``worker_busy``) unless ``on_busy`` is
+    ``ENQUEUE``: then the run waits in the worker's FIFO and its input enters
+    the transcript when it starts.
+    """
 
     worker_id: str
     content: str
     kind: InputKind = InputKind.USER
+    on_busy: BusyPolicy = BusyPolicy.REJECT
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -110,7 +123,8 @@ class StopWorker(Command[StopAck]):
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class CancelRun(Command[CancelAck]):
-    """Cancel the worker's active run (or, with ``run_id``, only that run)."""
+    """Cancel the worker's active run (or, with ``run_id``, only that run: a
+    queued one ends ``cancelled`` without starting)."""
 
     worker_id: str
     run_id: str | None = None
@@ -126,11 +140,13 @@ class GetTranscript(Command[TranscriptPage]):
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ReadEvents(Command[EventPage]):
-    """Events with ``event_id >= cursor``; ``wait`` seconds long-polls when none."""
+    """Events with ``event_id >= cursor`` (only ``worker_id``'s if given);
+    ``wait`` seconds long-polls when none."""
 
     cursor: int = 0
     limit: int | None = None
     wait: float = 0.0
+    worker_id: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -139,6 +155,31 @@ class GetDiagnostics(Command[DiagnosticList]):
 
     after: int = 0
     limit: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ListRuns(Command[RunPage]):
+    """A page of the worker's runs, oldest first, past run ``after``."""
+
+    worker_id: str
+    limit: int | None = None
+    after: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class GetRun(Command[RunInfo]):
+    """One run; with ``wait`` seconds, answers once it is terminal or at the deadline."""
+
+    worker_id: str
+    run_id: str
+    wait: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DeleteWorker(Command[DeleteAck]):
+    """Remove a stopped worker, its transcript and runs; its id may be used again."""
+
+    worker_id: str
 
 
 COMMANDS: dict[str, type[Command[Result]]] = {
@@ -154,6 +195,9 @@ COMMANDS: dict[str, type[Command[Result]]] = {
         GetTranscript,
         ReadEvents,
         GetDiagnostics,
+        ListRuns,
+        GetRun,
+        DeleteWorker,
     )
 }
 

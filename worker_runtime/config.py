@@ -41,6 +41,11 @@ class RuntimeConfig:
     max_concurrent_runs: int = 8
     idempotency_ttl_s: float = 86400.0
     """How long an idempotency key's first answer is replayed (then compacted away)."""
+    max_queued_runs: int = 16
+    """Inputs a worker's FIFO holds (``on_busy: "enqueue"``) beside its active run."""
+    max_waiters: int = 2
+    """Long-polls (``wait``) held at once over HTTP; more answer at once with
+    ``Retry-After: 1`` (waitress's default 4 threads keep room for other routes)."""
 
     def __post_init__(self) -> None:
         if self.runtime_id is not None and not is_valid_id(self.runtime_id):

@@ -15,12 +15,14 @@ from .errors import InvalidRequest, InvalidWorkerId
 __all__ = [
     "ID_PATTERN",
     "USAGE_FIELD",
+    "BusyPolicy",
     "CapabilityRequest",
     "ConfigBundleRef",
     "Diagnostic",
     "Event",
     "InputKind",
     "OpaqueRef",
+    "PendingInput",
     "ProfileSelector",
     "Role",
     "Run",
@@ -86,6 +88,13 @@ class RunStatus(StrEnum):
 class InputKind(StrEnum):
     USER = "user"
     SYSTEM = "system"
+
+
+class BusyPolicy(StrEnum):
+    """What input to a busy worker does: ``reject`` (``worker_busy``) or ``enqueue``."""
+
+    REJECT = "reject"
+    ENQUEUE = "enqueue"
 
 
 class Role(StrEnum):
@@ -169,13 +178,36 @@ USAGE_FIELD = {
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class PendingInput:
+    """An enqueued input, kept on its run until it enters the transcript."""
+
+    kind: InputKind
+    content: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Run:
+    """The durable run record (one per input); every version is put to the store.
+
+    The defaults let records written by version 1 (which had no queue) load.
+    """
+
     run_id: str
     status: RunStatus
-    input_sequence: int
-    started_at: str
+    queued_at: str | None = None
+    """None only in records written by version 1 (use ``started_at``)."""
+    input_sequence: int | None = None
+    """None while queued: its input is not in the transcript yet."""
+    reply_sequence: int | None = None
+    """The assistant entry holding its reply, once written."""
+    started_at: str | None = None
     finished_at: str | None = None
     error: str | None = None
+    output_chars: int = 0
+    pending: PendingInput | None = None
+    """Internal: the queued input; None once it is in the transcript."""
+    pgid: int | None = None
+    """Internal: the engine's process group, recorded when it is spawned."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -201,6 +233,9 @@ class WorkerRecord:
     last_error: str | None = None
     usage: Usage = field(default_factory=Usage)
     stop_reason: str | None = None
+    queued: tuple[str, ...] = ()
+    """Ids of the runs waiting in the worker's FIFO, oldest first (bounded by
+    ``max_queued_runs``, so the record stays small)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -55,8 +55,8 @@ def follow_events(
     """Yield events with ``event_id >= cursor`` (from the next new one when
     ``cursor`` is None), waiting for more, until the caller stops iterating.
 
-    Only ``worker_id``'s events are yielded when it is given (the filter is
-    applied here too, so it holds whether or not ``dispatch`` filters). A
+    Only ``worker_id``'s events are yielded when it is given (the runtime
+    filters, and the filter is applied here too). A
     ``cursor_ahead`` error (the runtime's log restarted behind the cursor)
     moves the cursor to the ``next_event_id`` it names. With ``reconnect``, an
     unavailable runtime (503, connection lost) is waited out with backoff;
@@ -78,7 +78,7 @@ def follow_events(
     while True:
         started = time.monotonic()
         try:
-            page = dispatch(ReadEvents(cursor=next_id, wait=wait))
+            page = dispatch(ReadEvents(cursor=next_id, wait=wait, worker_id=worker_id))
         except RuntimeUnavailable as exc:
             if not reconnect:
                 raise

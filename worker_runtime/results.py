@@ -15,7 +15,7 @@ from .domain import (
     Event,
     OpaqueRef,
     ProfileSelector,
-    Run,
+    RunStatus,
     TranscriptEntry,
     Usage,
     WorkerIntent,
@@ -25,6 +25,7 @@ from .domain import (
 
 __all__ = [
     "CancelAck",
+    "DeleteAck",
     "DiagnosticList",
     "EventCursor",
     "EventPage",
@@ -32,6 +33,8 @@ __all__ = [
     "Limits",
     "ProfileInfo",
     "Result",
+    "RunInfo",
+    "RunPage",
     "RunTotals",
     "RuntimeInfo",
     "StopAck",
@@ -127,14 +130,41 @@ class WorkerSummary(Result):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class RunInfo(Result):
+    """A run (SPEC section 7): ``input_sequence`` is null while it is queued (its
+    input is not in the transcript yet), ``reply_sequence`` until its reply entry
+    exists; ``queued_at`` is when its input was acknowledged."""
+
+    run_id: str
+    worker_ref: WorkerRef
+    status: RunStatus
+    input_sequence: int | None
+    reply_sequence: int | None
+    queued_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    error: str | None
+    output_chars: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunPage(Result):
+    """A page of a worker's runs, oldest first; ``next_after`` is the ``after``
+    for the next page, or null on the last."""
+
+    runs: tuple[RunInfo, ...]
+    next_after: str | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class WorkerDetail(WorkerSummary):
     updated_at: str
     config_bundle: ConfigBundleRef | None
     requested_capabilities: tuple[CapabilityRequest, ...]
     workspace_refs: tuple[OpaqueRef, ...]
     mount_refs: tuple[OpaqueRef, ...]
-    active_run: Run | None
-    last_run: Run | None
+    active_run: RunInfo | None
+    last_run: RunInfo | None
     last_error: str | None
     usage: Usage
 
@@ -147,11 +177,16 @@ class WorkerPage(Result):
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class InputAck(Result):
+    """``run_status`` is ``running`` when the run starts at once, ``queued`` when
+    it waits in the worker's FIFO (then ``transcript_sequence`` is null: the
+    input enters the transcript when its run starts)."""
+
     worker_ref: WorkerRef
     status: WorkerStatus
     event_id: int
     run_id: str
-    transcript_sequence: int
+    transcript_sequence: int | None
+    run_status: str
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -161,6 +196,14 @@ class StopAck(Result):
     event_id: int | None
     already_stopped: bool
     cancelled_run_id: str | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DeleteAck(Result):
+    """A stopped worker removed; ``event_id`` is its ``worker_deleted`` event."""
+
+    worker_ref: WorkerRef
+    event_id: int
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

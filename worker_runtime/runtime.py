@@ -57,8 +57,10 @@ class Runtime:
         """What handlers are given; ``context.state`` is the unit of work."""
         self._dispatcher = Dispatcher(HANDLERS, self.context)
         with state.locked():
-            runs.recover_interrupted(state.restore(store.load(), display_name=config.display_name))
+            runs.recover(state.restore(store.load(), display_name=config.display_name))
             state.emit("runtime_started", version=__version__, store=store.kind)
+            # Acknowledged inputs are never lost: queued runs go on, in order.
+            runs.resume_queued()
         state.sync()
         state.started_at = clock.now()
 

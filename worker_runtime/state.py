@@ -36,6 +36,7 @@ from .domain import (
 from .errors import OperationTimeout, RuntimeUnavailable, StoreCorrupt, WorkerNotFound
 from .positions import PositionSet
 from .stores import Store, StoreState
+from .waits import POLL_S, abandoned
 
 __all__ = ["StateTable"]
 
@@ -71,6 +72,7 @@ class StateTable:
         # ordered indexes a ListWorkers page walks. A worker's creation position
         # is its index in ``_ids`` (None once removed).
         self._counts: dict[WorkerStatus, int] = dict.fromkeys(WorkerStatus, 0)
+        self._queued = 0  # runs waiting in every worker's queue
         self._ids: list[str | None] = []
         self._position: dict[str, int] = {}
         self._all = PositionSet()
@@ -83,6 +85,9 @@ class StateTable:
         self._last_ref: WorkerRef | None = None
         self._stopping: set[str] = set()
         self._last_event_id = 0
+        # Each worker's newest event id: what a wait on one worker's events
+        # compares its cursor with, without reading the log.
+        self._last_event_of: dict[str, int] = {}
         self._diagnostic_count = 0
         self._last_diagnostic_id = 0
         self._status = "running"
@@ -134,6 +139,16 @@ class StateTable:
         finally:
             self._waiters -= 1
 
+    def wait_until(self, done: Callable[[], bool], deadline: float) -> None:
+        """Wait (lock held) until ``done()``, the monotonic ``deadline``, the
+        runtime stopping, or the caller hanging up (:func:`waits.abandoned`,
+        looked at every ``POLL_S`` seconds at least)."""
+        while not done() and self._status == "running" and not abandoned():
+            remaining = deadline - self._clock.monotonic()
+            if remaining <= 0:
+                return
+            self.wait_changed(min(remaining, POLL_S))
+
     def waiting(self) -> int:
         """How many threads are in :meth:`wait_changed` (long-polls, second stops)."""
         return self._waiters
@@ -179,6 +194,18 @@ class StateTable:
     def count_finished(self, status: RunStatus) -> None:
         """Count a run that ended with ``status`` (lock held)."""
         self._run_totals[status] = self._run_totals.get(status, 0) + 1
+
+    def queued_count(self) -> int:
+        """Runs waiting in workers' queues (lock held): kept as records change, O(1)."""
+        return self._queued
+
+    def ids_with_queue(self) -> list[str]:
+        """Workers with queued runs, in creation order (lock held)."""
+        return [w for w, record in self._workers.items() if record.queued]
+
+    def last_event_of(self, worker_id: str) -> int:
+        """The id of the worker's newest event, 0 if none (lock held)."""
+        return self._last_event_of.get(worker_id, 0)
 
     def counts(self) -> dict[WorkerStatus, int]:
         """Workers by status (lock held): kept as records change, O(1)."""
@@ -272,6 +299,14 @@ class StateTable:
         self._store.put_worker(record)
         self._put(record)
 
+    def drop_worker(self, worker_id: str) -> None:
+        """Delete the worker, its transcript and runs (lock held); its id is free
+        again. Its finished runs stay in the totals: they are counters, which
+        never go down (a Prometheus scrape would read a drop as a reset)."""
+        self.remove_worker(worker_id)
+        self._store.delete_worker(worker_id)
+        self._last_event_of.pop(worker_id, None)
+
     def save_worker(self, record: WorkerRecord, **changes: Any) -> WorkerRecord:
         """Store ``record`` with ``changes`` applied and a new ``updated_at`` (lock held)."""
         record = dataclasses.replace(record, **changes, updated_at=self._now())
@@ -291,6 +326,7 @@ class StateTable:
         self._all.discard(position)
         self._by_status[record.status].discard(position)
         self._counts[record.status] -= 1
+        self._queued -= len(record.queued)
         self._stopping.discard(worker_id)
         return record
 
@@ -300,6 +336,7 @@ class StateTable:
         worker_id = record.worker_id
         old = self._workers.get(worker_id)
         self._workers[worker_id] = record
+        self._queued += len(record.queued) - (len(old.queued) if old is not None else 0)
         if old is None:
             position = len(self._ids)
             self._ids.append(worker_id)
@@ -443,6 +480,8 @@ class StateTable:
         )
         self._store.append_event(event)
         self._last_event_id = event.event_id
+        if worker_id:
+            self._last_event_of[worker_id] = event.event_id
         self._changed.notify_all()
         return event
 
@@ -467,7 +506,8 @@ class StateTable:
 
     def restore(self, loaded: StoreState, *, display_name: str | None) -> list[WorkerRecord]:
         """Take over what the store loaded (lock held); returns the workers whose
-        run was active when the last process stopped, for the runs to recover."""
+        run was active, or who had runs queued, when the last process stopped,
+        for the runs to recover."""
         self._last_event_id = loaded.last_event_id
         self._diagnostic_count = loaded.diagnostic_count
         self._last_diagnostic_id = loaded.last_diagnostic_id
@@ -484,8 +524,9 @@ class StateTable:
             self.diagnose(Severity.WARNING, code, message, worker_id)
         for record in loaded.workers:  # in creation order
             self._put(record)
+            self._last_event_of[record.worker_id] = record.last_event_id
             for status, field in USAGE_FIELD.items():
                 self._run_totals[status] = self._run_totals.get(status, 0) + getattr(
                     record.usage, field
                 )
-        return [r for r in loaded.workers if r.active_run is not None]
+        return [r for r in loaded.workers if r.active_run is not None or r.queued]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -120,6 +121,10 @@ class RemoteRuntime:
                 and isinstance(command, ReadEvents)
                 and self._filters_events is not False
             )
+            if isinstance(command, ReadEvents) and command.worker_id is not None:
+                # Sent as an extra query parameter, so a server without the filter
+                # can be told apart (it refuses the parameter) and followed unfiltered.
+                command = dataclasses.replace(command, worker_id=None)  # type: ignore[assignment]
             if not filtered or worker_id is None:
                 return self._call(command)
             try:

@@ -4,8 +4,9 @@ A handler takes the :class:`Context` (the runtime's parts it works with) and
 its command, and returns the command's result; it raises typed errors only.
 Durability (``sync``) is the dispatcher's job, after the handler returns, so
 several commands can share one flush. The handlers live by concern:
-``workers`` (create, get, list, stop), ``inputs`` (send input, cancel a run)
-and ``reads`` (runtime, transcript, events, diagnostics).
+``workers`` (create, get, list, stop, delete), ``inputs`` (send input, cancel
+a run), ``runs`` (run history, one run with a wait) and ``reads`` (runtime,
+transcript, events, diagnostics).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from .. import commands as c
 from .context import Context, Handler, Registration
 from .inputs import cancel_run, send_input
 from .reads import get_diagnostics, get_runtime, get_transcript, read_events
-from .workers import create_worker, get_worker, list_workers, stop_worker
+from .runs import get_run, list_runs
+from .workers import create_worker, delete_worker, get_worker, list_workers, stop_worker
 
 __all__ = ["HANDLERS", "Context", "Handler", "Registration"]
 
@@ -32,5 +34,8 @@ HANDLERS: Mapping[type[c.Command[Any]], Registration] = {
     c.GetTranscript: Registration(handler=get_transcript),
     c.ReadEvents: Registration(handler=read_events),
     c.GetDiagnostics: Registration(handler=get_diagnostics),
+    c.ListRuns: Registration(handler=list_runs),
+    c.GetRun: Registration(handler=get_run),
+    c.DeleteWorker: Registration(handler=delete_worker, one_hold=True),
 }
 """Every command's handler; ``one_hold`` marks those safe under a held lock."""

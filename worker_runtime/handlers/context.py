@@ -3,6 +3,7 @@ registered for its command (:class:`Registration`)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,7 @@ from ..runs import RunLifecycle
 from ..state import StateTable
 from ..stores import Store
 
-__all__ = ["Context", "Handler", "Registration", "page_limit"]
+__all__ = ["Context", "Handler", "Registration", "check_wait", "page_limit"]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -62,3 +63,15 @@ def page_limit(requested: int | None, default: int, maximum: int) -> int:
     if requested < 1:
         raise InvalidRequest("limit must be at least 1", details={"field": "limit"})
     return requested
+
+
+def check_wait(ctx: Context, wait: float) -> float:
+    """``wait`` if it is 0 to the runtime's ``max_event_wait_s`` seconds."""
+    maximum = ctx.config.max_event_wait_s
+    # NaN passes every comparison, and a NaN deadline would spin forever.
+    if not (math.isfinite(wait) and 0 <= wait <= maximum):
+        raise InvalidRequest(
+            f"wait must be 0 to {maximum:g} seconds",
+            details={"field": "wait", "maximum": maximum},
+        )
+    return float(wait)

@@ -1,4 +1,4 @@
-"""Handlers that start and cancel runs: input in, cancel out."""
+"""Handlers that start and cancel runs: input in (started or queued), cancel out."""
 
 from __future__ import annotations
 
@@ -22,13 +22,16 @@ def send_input(ctx: Context, cmd: c.SendInput) -> r.InputAck:
     with ctx.state.locked():
         ctx.state.check_available()
         record = ctx.state.worker(cmd.worker_id)
-        job = ctx.runs.accept(record, role=Role(cmd.kind.value), content=cmd.content)
+        accepted = ctx.runs.accept(
+            record, role=Role(cmd.kind.value), content=cmd.content, on_busy=cmd.on_busy
+        )
         return r.InputAck(
             worker_ref=ctx.state.ref(cmd.worker_id),
             status=WorkerStatus.RUNNING,
-            event_id=job.entry.event_id,
-            run_id=job.run_id,
-            transcript_sequence=job.entry.sequence,
+            event_id=accepted.event_id,
+            run_id=accepted.run_id,
+            transcript_sequence=accepted.transcript_sequence,
+            run_status="queued" if accepted.queued else "running",
         )
 
 

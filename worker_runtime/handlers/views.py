@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..domain import RunStatus, WorkerRecord, WorkerStatus
+from ..domain import Run, RunStatus, WorkerRecord, WorkerStatus
 from ..results import (
     Limits,
     ProfileInfo,
+    RunInfo,
     RuntimeInfo,
     RunTotals,
     WorkerCounts,
@@ -17,7 +18,7 @@ from ..results import (
 from ..version import __version__
 from .context import Context
 
-__all__ = ["runtime_info", "worker_detail", "worker_summary"]
+__all__ = ["run_info", "runtime_info", "worker_detail", "worker_summary"]
 
 _FINAL = tuple(s for s in RunStatus if not s.active)
 
@@ -44,6 +45,23 @@ def _common(ctx: Context, record: WorkerRecord) -> dict[str, Any]:
     }
 
 
+def run_info(ctx: Context, worker_id: str, run: Run) -> RunInfo:
+    """The public form of a run record (its internal fields left out)."""
+    return RunInfo(
+        run_id=run.run_id,
+        worker_ref=ctx.state.ref(worker_id),
+        status=run.status,
+        input_sequence=run.input_sequence,
+        reply_sequence=run.reply_sequence,
+        # Records written before queues had no queued_at: accepted when started.
+        queued_at=run.queued_at or run.started_at,
+        started_at=run.started_at,
+        finished_at=run.finished_at,
+        error=run.error,
+        output_chars=run.output_chars,
+    )
+
+
 def worker_summary(ctx: Context, record: WorkerRecord) -> WorkerSummary:
     return WorkerSummary(**_common(ctx, record))
 
@@ -56,8 +74,10 @@ def worker_detail(ctx: Context, record: WorkerRecord) -> WorkerDetail:
         requested_capabilities=record.requested_capabilities,
         workspace_refs=record.workspace_refs,
         mount_refs=record.mount_refs,
-        active_run=record.active_run,
-        last_run=record.last_run,
+        active_run=run_info(ctx, record.worker_id, record.active_run)
+        if record.active_run
+        else None,
+        last_run=run_info(ctx, record.worker_id, record.last_run) if record.last_run else None,
         last_error=record.last_error,
         usage=record.usage,
     )
@@ -82,7 +102,7 @@ def runtime_info(ctx: Context) -> RuntimeInfo:
         ),
         active_runs=ctx.runs.count(),
         runs=RunTotals(**{s.value: totals.get(s, 0) for s in _FINAL}),
-        queued_runs=0,  # no queues yet
+        queued_runs=state.queued_count(),
         waiters=state.waiting(),
         diagnostic_count=state.diagnostic_count,
         last_event_id=state.last_event_id,

@@ -1,16 +1,16 @@
-"""Handlers that create, find, list and stop workers."""
+"""Handlers that create, find, list, stop and delete workers."""
 
 from __future__ import annotations
 
 from .. import commands as c
 from .. import results as r
 from ..domain import Severity, WorkerRecord, WorkerStatus, check_worker_id
-from ..errors import InvalidRequest, UnsupportedCapability, WorkerExists
+from ..errors import InvalidRequest, UnsupportedCapability, WorkerExists, WorkerNotStopped
 from ..wire import check_command
 from .context import Context, page_limit
 from .views import worker_detail, worker_summary
 
-__all__ = ["create_worker", "get_worker", "list_workers", "stop_worker"]
+__all__ = ["create_worker", "delete_worker", "get_worker", "list_workers", "stop_worker"]
 
 
 def list_workers(ctx: Context, cmd: c.ListWorkers) -> r.WorkerPage:
@@ -99,8 +99,10 @@ def stop_worker(ctx: Context, cmd: c.StopWorker) -> r.StopAck:
                 cancelled_run_id=None,
             )
         state.check_available()
-        # Refuse new input from here on, while the active run winds down.
+        # Refuse new input from here on, while the active run winds down;
+        # the queued runs end now, without starting.
         state.begin_stop(cmd.worker_id)
+        ctx.runs.clear_queue(cmd.worker_id, cmd.reason or "worker stopped")
     try:
         ended = ctx.runs.cancel(cmd.worker_id, cmd.reason or "worker stopped")
         with state.locked():
@@ -122,3 +124,19 @@ def stop_worker(ctx: Context, cmd: c.StopWorker) -> r.StopAck:
         already_stopped=False,
         cancelled_run_id=ended.run_id if ended else None,
     )
+
+
+def delete_worker(ctx: Context, cmd: c.DeleteWorker) -> r.DeleteAck:
+    check_worker_id(cmd.worker_id)
+    state = ctx.state
+    with state.locked():
+        record = state.worker(cmd.worker_id)
+        if record.status is not WorkerStatus.STOPPED or state.is_stopping(cmd.worker_id):
+            raise WorkerNotStopped(
+                f"worker {cmd.worker_id!r} is {record.status.value}; stop it first",
+                details={"worker_id": cmd.worker_id, "status": record.status.value},
+            )
+        state.check_available()
+        event = state.emit("worker_deleted", cmd.worker_id)
+        state.drop_worker(cmd.worker_id)
+        return r.DeleteAck(worker_ref=state.ref(cmd.worker_id), event_id=event.event_id)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..domain import RunStatus, TranscriptEntry, WorkerIntent
 from ..engines import Engine, RunSignal
 
-__all__ = ["Ended", "Job"]
+__all__ = ["Accepted", "Ended", "Job"]
 
 
 @dataclass(kw_only=True, eq=False)
@@ -27,6 +28,9 @@ class Job:
     """The abort's message (with the caller's reason), set with the signal."""
     final_event_id: int | None = None
     final_status: RunStatus | None = None
+    drain: Callable[[], str] | None = None
+    """Set while the engine runs: stream what is pending and return the whole
+    reply (``RunOutput.drain``), called once when the run ends."""
 
     def abort_message(self, reason: RunStatus) -> str:
         """The error a run aborted for ``reason`` ends with."""
@@ -42,3 +46,14 @@ class Ended:
     run_id: str
     status: RunStatus | None
     event_id: int | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Accepted:
+    """An acknowledged input: its run, the event that said so, and where its
+    input is (``transcript_sequence`` None while the run waits in the queue)."""
+
+    run_id: str
+    event_id: int
+    transcript_sequence: int | None
+    queued: bool

@@ -1,25 +1,33 @@
 """A run's lifecycle: the one place a run's status changes.
 
-accept (``queued``) → start (``running``) → output → finish (``completed``,
-``failed``); or cancel (``cancelled``), time out (``timed_out``, armed in
-``timers``), shut down or recover after a crash (``interrupted``). Every
-verb here runs the state changes through the state table, the unit of work.
+accept (``queued``: waiting for a thread, or in the worker's FIFO) → start
+(``running``) → output (streamed as ``run_output`` events) → finish
+(``completed``, ``failed``; its reply becomes one transcript entry); or cancel
+(``cancelled``, also of a queued run), time out (``timed_out``, armed in
+``timers``), shut down or recover after a crash (``interrupted``). When a run
+ends, the worker's next queued run starts. Every verb here runs the state
+changes through the state table, the unit of work; ``queue`` and
+``recovery`` hold the helpers.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import Any
 
 from ..clock import Clock, new_id
 from ..config import RuntimeConfig
 from ..domain import (
     USAGE_FIELD,
-    Event,
+    BusyPolicy,
+    InputKind,
+    PendingInput,
     Role,
     Run,
     RunStatus,
     Severity,
+    Usage,
     WorkerRecord,
     WorkerStatus,
 )
@@ -28,9 +36,11 @@ from ..errors import WorkerBusy, WorkerRuntimeError, WorkerStopped
 from ..profiles import ProfileRegistry
 from ..state import StateTable
 from ..stores import Store
-from .job import Ended, Job
+from .job import Accepted, Ended, Job
 from .output import RunOutput
 from .pool import RunPool
+from .queue import check_room, status_after, without
+from .recovery import kill_left_over, rebuilt_reply
 from .timers import Timers
 
 __all__ = ["RunLifecycle"]
@@ -72,37 +82,93 @@ class RunLifecycle:
 
     # -- accept, start, output, finish -------------------------------------------
 
-    def accept(self, record: WorkerRecord, *, role: Role, content: str) -> Job:
-        """Append the input to the idle worker's transcript and queue a run of
-        its profile's engine (lock held)."""
+    def accept(
+        self,
+        record: WorkerRecord,
+        *,
+        role: Role,
+        content: str,
+        on_busy: BusyPolicy = BusyPolicy.REJECT,
+    ) -> Accepted:
+        """Acknowledge input (lock held): on an idle worker its run starts (the
+        input enters the transcript now); on a busy one it is refused, or with
+        ``ENQUEUE`` its run waits in the worker's FIFO."""
         worker_id = record.worker_id
         if record.status is WorkerStatus.STOPPED or self._state.is_stopping(worker_id):
             raise WorkerStopped(
                 f"worker {worker_id!r} is stopped", details={"worker_id": worker_id}
             )
-        if record.active_run is not None:
-            raise WorkerBusy(
-                f"worker {worker_id!r} is running {record.active_run.run_id}",
-                details={"worker_id": worker_id, "run_id": record.active_run.run_id},
-            )
+        usage = dataclasses.replace(record.usage, inputs=record.usage.inputs + 1)
+        run = Run(run_id=new_id("run"), status=RunStatus.QUEUED, queued_at=self._clock.now())
+        if record.active_run is not None or record.queued:
+            busy_with = record.active_run.run_id if record.active_run else record.queued[0]
+            if on_busy is not BusyPolicy.ENQUEUE:
+                raise WorkerBusy(
+                    f"worker {worker_id!r} is running {busy_with}",
+                    details={"worker_id": worker_id, "run_id": busy_with},
+                )
+            return self._enqueue(record, run, role=role, content=content, usage=usage)
+        job = self._begin(record, run, role=role, content=content, usage=usage)
+        return Accepted(
+            run_id=run.run_id,
+            event_id=job.entry.event_id,
+            transcript_sequence=job.entry.sequence,
+            queued=False,
+        )
+
+    def _enqueue(
+        self, record: WorkerRecord, run: Run, *, role: Role, content: str, usage: Usage
+    ) -> Accepted:
+        check_room(record, self._config.max_queued_runs)
+        run = dataclasses.replace(
+            run, pending=PendingInput(kind=InputKind(role.value), content=content)
+        )
+        self._store.put_run(record.worker_id, run)
+        event = self._state.emit(
+            "run_queued", record.worker_id, run.run_id, position=len(record.queued)
+        )
+        self._state.save_worker(
+            record,
+            queued=(*record.queued, run.run_id),
+            status=WorkerStatus.RUNNING,
+            usage=usage,
+            last_event_id=event.event_id,
+        )
+        return Accepted(
+            run_id=run.run_id, event_id=event.event_id, transcript_sequence=None, queued=True
+        )
+
+    def _begin(
+        self,
+        record: WorkerRecord,
+        run: Run,
+        *,
+        role: Role,
+        content: str,
+        usage: Usage,
+        queued: tuple[str, ...] | None = None,
+    ) -> Job:
+        """Make ``run`` the worker's active run: its input enters the transcript
+        and a job goes to the pool (lock held)."""
+        worker_id = record.worker_id
         profile = self._profiles.resolve(record.profile)
-        run_id, now, sequence = new_id("run"), self._clock.now(), record.transcript_len
-        run = Run(run_id=run_id, status=RunStatus.QUEUED, input_sequence=sequence, started_at=now)
+        run = dataclasses.replace(run, input_sequence=record.transcript_len, pending=None)
         record, entry = self._state.append_entry(
             record,
             event="input_accepted",
-            data={"sequence": sequence},
-            at=now,
+            data={"sequence": record.transcript_len},
             role=role,
             content=content,
-            run_id=run_id,
-            usage=dataclasses.replace(record.usage, inputs=record.usage.inputs + 1),
+            run_id=run.run_id,
+            usage=usage,
             status=WorkerStatus.RUNNING,
             active_run=run,
+            queued=record.queued if queued is None else queued,
         )
+        self._store.put_run(worker_id, run)
         job = Job(
             worker_id=worker_id,
-            run_id=run_id,
+            run_id=run.run_id,
             entry=entry,
             intent=record.intent,
             engine=self._profiles.engine_for(profile),
@@ -110,6 +176,45 @@ class RunLifecycle:
         )
         self._pool.submit(job)
         return job
+
+    def _advance(self, worker_id: str) -> None:
+        """Start the worker's next queued run if it may run now (lock held)."""
+        state = self._state
+        while True:
+            record = state.find(worker_id)
+            if record is None or record.active_run is not None or not record.queued:
+                return
+            if (
+                record.status is WorkerStatus.STOPPED
+                or state.is_stopping(worker_id)
+                or state.status != "running"
+            ):
+                return  # kept queued: a stop clears it, a restart resumes it
+            run_id, rest = record.queued[0], record.queued[1:]
+            run = self._store.get_run(worker_id, run_id)
+            if run is not None and run.pending is not None:
+                pending = run.pending
+                self._begin(
+                    record,
+                    run,
+                    role=Role(pending.kind.value),
+                    content=pending.content,
+                    usage=record.usage,
+                    queued=rest,
+                )
+                return
+            # Its record lost its input: it cannot run; say so and go on.
+            state.diagnose(
+                Severity.ERROR, "queued_run_lost", f"queued run {run_id} has no input", worker_id
+            )
+            state.save_worker(
+                record, queued=rest, status=status_after(record, active=False, queued=rest)
+            )
+
+    def resume_queued(self) -> None:
+        """Start every worker's next queued run (after a restart; lock held)."""
+        for worker_id in self._state.ids_with_queue():
+            self._advance(worker_id)
 
     def _active(self, worker_id: str, run_id: str) -> WorkerRecord | None:
         """The worker's record if ``run_id`` is still its active run (lock held)."""
@@ -127,71 +232,115 @@ class RunLifecycle:
             run = dataclasses.replace(
                 record.active_run, status=RunStatus.RUNNING, started_at=self._clock.now()
             )
+            self._store.put_run(job.worker_id, run)
             event = self._state.emit("run_started", job.worker_id, job.run_id)
             self._state.save_worker(record, active_run=run, last_event_id=event.event_id)
             self._timers.add_deadline(self._clock.monotonic() + job.timeout_s, job)
         return True
 
-    def _append_output(self, job: Job, text: str) -> None:
+    def _stream(self, job: Job, text: str, offset: int) -> None:
+        """One ``run_output`` event: the next ``text`` of the reply, at ``offset``
+        (lock held; the output's flush holds it)."""
+        if self._active(job.worker_id, job.run_id) is None:
+            return  # the run was finalized (forced cancel); late output is dropped
+        self._state.emit("run_output", job.worker_id, job.run_id, text=text, offset=offset)
+
+    def _record_pgid(self, job: Job, pgid: int) -> None:
+        """The engine started a process group: record it durably, so recovery can
+        kill what a crash leaves of it. Raising makes the engine kill it now."""
         with self._state.locked():
             record = self._active(job.worker_id, job.run_id)
-            if record is None:
-                return  # the run was finalized (forced cancel); late output is dropped
-            self._state.append_entry(
-                record,
-                event="output_appended",
-                data={"chars": len(text)},
-                role=Role.ASSISTANT,
-                content=text,
-                run_id=job.run_id,
-                usage=dataclasses.replace(
-                    record.usage, output_chars=record.usage.output_chars + len(text)
-                ),
-            )
+            if record is None or record.active_run is None:
+                raise RuntimeError(f"run {job.run_id} has ended")
+            run = dataclasses.replace(record.active_run, pgid=pgid)
+            self._store.put_run(job.worker_id, run)
+            self._state.save_worker(record, active_run=run)
+        self._state.sync()
 
     def finish(
-        self, worker_id: str, run_id: str, status: RunStatus, error: str | None
-    ) -> Event | None:
-        """End the worker's active run ``run_id`` with ``status`` (lock held).
+        self,
+        worker_id: str,
+        run_id: str,
+        status: RunStatus,
+        error: str | None,
+        *,
+        reply: str | None = None,
+        advance: bool = True,
+    ) -> int | None:
+        """End the worker's active run ``run_id`` with ``status`` (lock held): its
+        reply (``reply``, else what its job's output kept) becomes one assistant
+        entry, announced by the run's final event; then the next queued run starts.
 
-        Returns the run's final event, or None if that run was no longer active
+        Returns the final event's id, or None if that run was no longer active
         (someone else finished it first).
         """
         record = self._active(worker_id, run_id)
         if record is None:
             return None
         assert record.active_run is not None
-        run = dataclasses.replace(
-            record.active_run, status=status, finished_at=self._clock.now(), error=error
-        )
-        self._store.put_run(worker_id, run)
         state = self._state
-        event = state.emit(
-            f"run_{status.value}", worker_id, run_id, status=status.value, error=error
+        job = self._pool.active(worker_id)
+        if job is not None and job.run_id != run_id:
+            job = None
+        if reply is None and job is not None and job.drain is not None:
+            reply = job.drain()
+        chars = len(reply or "")
+        run = dataclasses.replace(
+            record.active_run,
+            status=status,
+            finished_at=self._clock.now(),
+            error=error,
+            output_chars=chars,
         )
-        state.count_finished(status)
         usage_field = USAGE_FIELD[status]
         usage = dataclasses.replace(
-            record.usage, **{usage_field: getattr(record.usage, usage_field) + 1}
+            record.usage,
+            **{usage_field: getattr(record.usage, usage_field) + 1},
+            output_chars=record.usage.output_chars + chars,
         )
-        state.save_worker(
-            record,
-            # Stopped is terminal: ending a run never brings a worker back.
-            status=record.status if record.status is WorkerStatus.STOPPED else WorkerStatus.IDLE,
-            active_run=None,
-            last_run=run,
-            last_error=error if status is not RunStatus.COMPLETED else record.last_error,
-            usage=usage,
-            last_event_id=event.event_id,
-        )
+        data: dict[str, str | int | None] = {"status": status.value, "error": error}
+        changes: dict[str, Any] = {
+            "status": status_after(record, active=False, queued=record.queued),
+            "active_run": None,
+            "last_error": error if status is not RunStatus.COMPLETED else record.last_error,
+        }
+        if reply:
+            run = dataclasses.replace(run, reply_sequence=record.transcript_len)
+        # The run record first: if the store refuses it, nothing has changed yet
+        # and the run stays active (its deadline finalizes it later).
+        self._store.put_run(worker_id, run)
+        if reply:
+            data["reply_sequence"] = record.transcript_len
+            data["output_chars"] = chars
+            _, entry = state.append_entry(
+                record,
+                event=f"run_{status.value}",
+                data=data,
+                role=Role.ASSISTANT,
+                content=reply,
+                run_id=run_id,
+                usage=usage,
+                last_run=run,
+                **changes,
+            )
+            event_id = entry.event_id
+        else:
+            event = state.emit(f"run_{status.value}", worker_id, run_id, **data)
+            state.save_worker(
+                record, last_run=run, usage=usage, last_event_id=event.event_id, **changes
+            )
+            event_id = event.event_id
+        state.count_finished(status)
         if status in (RunStatus.FAILED, RunStatus.INTERRUPTED):
             severity = Severity.ERROR if status is RunStatus.FAILED else Severity.WARNING
             state.diagnose(severity, f"run_{status.value}", f"run {run_id}: {error}", worker_id)
         job = self._pool.pop(worker_id, run_id)
         if job is not None:
-            job.final_event_id = event.event_id
+            job.final_event_id = event_id
             job.final_status = status
-        return event
+        if advance:
+            self._advance(worker_id)
+        return event_id
 
     def _conclude(
         self,
@@ -200,7 +349,7 @@ class RunLifecycle:
         *,
         fallback: RunStatus = RunStatus.CANCELLED,
         sync: bool = True,
-    ) -> Event | None:
+    ) -> int | None:
         """Finish ``job``'s run: as its abort says if it was aborted, else with the
         engine's ``outcome`` (or ``fallback``). The one "finalize after an abort"."""
         with self._state.locked():
@@ -210,12 +359,12 @@ class RunLifecycle:
             else:
                 status = reason or fallback
                 error = job.abort_message(status)
-            event = self.finish(job.worker_id, job.run_id, status, error)
+            event_id = self.finish(job.worker_id, job.run_id, status, error)
         # Whoever finalized the run first synced it; the store may be closed
         # by now if that was the runtime shutting down.
-        if event is not None and sync:
+        if event_id is not None and sync:
             self._state.sync()
-        return event
+        return event_id
 
     def _overdue(self, job: Job) -> None:
         """A grace period past the deadline, the engine has not returned: end the run."""
@@ -237,8 +386,10 @@ class RunLifecycle:
             clock=self._clock,
             max_chars=self._config.max_output_chars,
             schedule=self._timers.call_at,
-            sink=lambda text: self._append_output(job, text),
+            locked=self._state.locked,
+            sink=lambda text, offset: self._stream(job, text, offset),
         )
+        job.drain = output.drain
         store = self._store
         ctx = RunContext(
             runtime_id=self._state.runtime_id,
@@ -249,6 +400,7 @@ class RunLifecycle:
             deadline=self._clock.monotonic() + job.timeout_s,
             signal=job.signal,
             history=lambda: store.read_transcript(job.worker_id, 0, job.entry.sequence + 1),
+            on_process_start=lambda pgid: self._record_pgid(job, pgid),
         )
         try:
             job.engine.run(ctx, output.write)
@@ -258,7 +410,6 @@ class RunLifecycle:
         except Exception as exc:  # an engine bug must end the run, not the worker
             log.exception("engine %s crashed in run %s", job.engine.name, job.run_id)
             result = (RunStatus.FAILED, f"engine error: {type(exc).__name__}")
-        output.flush()
         return result
 
     # -- cancel, shut down, recover ----------------------------------------------
@@ -266,14 +417,18 @@ class RunLifecycle:
     def cancel(
         self, worker_id: str, reason: str | None, *, only_run_id: str | None = None
     ) -> Ended | None:
-        """Abort the worker's active run and wait (bounded) until it has ended.
+        """Abort the worker's active run and wait (bounded) until it has ended;
+        with ``only_run_id`` naming a queued run, end that one without starting it.
 
         Call without the lock. Returns None if no run was active, or if
-        ``only_run_id`` is given and the active run is another one.
+        ``only_run_id`` is given and names neither the active run nor a queued one.
         """
         why = f"cancelled: {reason}" if reason else "cancelled"
         with self._state.locked():
-            run = self._state.worker(worker_id).active_run
+            record = self._state.worker(worker_id)
+            if only_run_id is not None and only_run_id in record.queued:
+                return self._cancel_queued(record, only_run_id, why)
+            run = record.active_run
             if run is None or only_run_id not in (None, run.run_id):
                 return None
             job = self._pool.active(worker_id)
@@ -281,12 +436,8 @@ class RunLifecycle:
                 job.abort_error = why
             if job is None or run.status is RunStatus.QUEUED:
                 # Never started (or left over from recovery): nothing to stop, end it now.
-                event = self.finish(worker_id, run.run_id, RunStatus.CANCELLED, why)
-                return Ended(
-                    run_id=run.run_id,
-                    status=RunStatus.CANCELLED,
-                    event_id=event.event_id if event else None,
-                )
+                event_id = self.finish(worker_id, run.run_id, RunStatus.CANCELLED, why)
+                return Ended(run_id=run.run_id, status=RunStatus.CANCELLED, event_id=event_id)
         # Wait up to the grace period for the aborted engine to return, then
         # finalize the run whether or not it did.
         if not job.returned.wait(self._config.cancel_grace_s):
@@ -294,8 +445,45 @@ class RunLifecycle:
         self._conclude(job)
         return Ended(run_id=run.run_id, status=job.final_status, event_id=job.final_event_id)
 
+    def _cancel_queued(self, record: WorkerRecord, run_id: str, why: str) -> Ended:
+        """End queued run ``run_id`` ``cancelled``: it never starts, its input never
+        enters the transcript (lock held)."""
+        worker_id, state = record.worker_id, self._state
+        queued = without(record.queued, run_id)
+        stored = self._store.get_run(worker_id, run_id)
+        run = dataclasses.replace(
+            stored or Run(run_id=run_id, status=RunStatus.QUEUED),
+            status=RunStatus.CANCELLED,
+            finished_at=self._clock.now(),
+            error=why,
+            pending=None,
+        )
+        self._store.put_run(worker_id, run)
+        event = state.emit("run_cancelled", worker_id, run_id, status="cancelled", error=why)
+        state.count_finished(RunStatus.CANCELLED)
+        usage = dataclasses.replace(record.usage, runs_cancelled=record.usage.runs_cancelled + 1)
+        state.save_worker(
+            record,
+            queued=queued,
+            status=status_after(record, active=record.active_run is not None, queued=queued),
+            last_run=run,
+            usage=usage,
+            last_event_id=event.event_id,
+        )
+        return Ended(run_id=run_id, status=RunStatus.CANCELLED, event_id=event.event_id)
+
+    def clear_queue(self, worker_id: str, reason: str | None) -> list[str]:
+        """Cancel every queued run of the worker, oldest first (a stop; lock held)."""
+        why = f"cancelled: {reason}" if reason else "cancelled"
+        cancelled = []
+        for run_id in self._state.worker(worker_id).queued:
+            self._cancel_queued(self._state.worker(worker_id), run_id, why)
+            cancelled.append(run_id)
+        return cancelled
+
     def shutdown(self) -> None:
-        """End every run ``interrupted`` (SPEC section 9), then stop the pool and the timers."""
+        """End every active run ``interrupted`` (SPEC section 9), then stop the pool
+        and the timers. Queued runs stay queued: a restart resumes them."""
         with self._state.locked():  # run threads change the jobs under this lock
             jobs = self._pool.jobs()
             for job in jobs:
@@ -314,10 +502,22 @@ class RunLifecycle:
         self._timers.stop()
         self._pool.shutdown()
 
-    def recover_interrupted(self, records: list[WorkerRecord]) -> None:
-        """End the runs a crashed process left active: they cannot resume (lock held)."""
+    def recover(self, records: list[WorkerRecord]) -> None:
+        """After a restart (lock held): end the runs the last process left active
+        ``interrupted`` — they cannot resume — with the reply they had streamed,
+        and kill what is left of their process groups. Queued runs wait for
+        :meth:`resume_queued`."""
         for record in records:
-            assert record.active_run is not None
+            run = record.active_run
+            if run is None:
+                continue
+            kill_left_over(run)
+            reply = rebuilt_reply(self._store, record.worker_id, run)
             self.finish(
-                record.worker_id, record.active_run.run_id, RunStatus.INTERRUPTED, CRASH_ERROR
+                record.worker_id,
+                run.run_id,
+                RunStatus.INTERRUPTED,
+                CRASH_ERROR,
+                reply=reply,
+                advance=False,
             )

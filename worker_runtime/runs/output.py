@@ -1,32 +1,41 @@
-"""A run's output: engine chunks coalesced into assistant transcript entries."""
+"""A run's output: engine chunks streamed as ``run_output`` events, kept for the reply.
+
+The engine calls :meth:`RunOutput.write` with each chunk. Chunks are joined
+and handed to ``sink(text, offset)`` (the lifecycle emits one ``run_output``
+event per call) at most once per :data:`RunOutput.FLUSH_SECONDS` per run: a
+chunk arriving after a quiet spell goes out at once, one arriving sooner waits
+for the timer thread, which flushes it at the end of the spell, so a quiet
+engine is never held longer than that. Every character also goes into the
+reply, which :meth:`drain` hands over when the run ends (SPEC section 7: one
+assistant entry per run). Output past ``max_chars`` is cut with a marker.
+
+Lock order: the state lock, then this object's lock. ``write`` takes only its
+own lock and calls ``flush`` (which takes both, in that order) after
+releasing it.
+"""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 
 from ..clock import Clock
 from .job import Job
 
-__all__ = ["RunOutput"]
+__all__ = ["TRUNCATED", "RunOutput"]
 
 Schedule = Callable[[float, Job, Callable[[], None]], None]
 """``schedule(when, job, callback)``: run ``callback`` at monotonic ``when``."""
 
+TRUNCATED = "\n[output truncated]"
+"""The marker that ends a reply cut at ``max_output_chars``."""
+
 
 class RunOutput:
-    """Coalesces engine output into assistant transcript entries.
+    """Streams one run's output and keeps its whole reply."""
 
-    Streaming engines emit many small chunks; one entry per chunk would bloat
-    the transcript, so chunks are joined until 4 KiB or 0.2 s have passed.
-    A chunk is never held longer than that: if the engine goes quiet, the
-    timer thread flushes it. Output past ``max_chars`` is cut with a marker.
-    Each joined text goes to ``sink``, which appends it if the run is still
-    active.
-    """
-
-    FLUSH_CHARS = 4096
-    FLUSH_SECONDS = 0.2
+    FLUSH_SECONDS = 0.05
 
     def __init__(
         self,
@@ -35,58 +44,67 @@ class RunOutput:
         clock: Clock,
         max_chars: int,
         schedule: Schedule,
-        sink: Callable[[str], None],
+        locked: Callable[[], AbstractContextManager[None]],
+        sink: Callable[[str, int], None],
     ) -> None:
         self._job = job
         self._clock = clock
         self._max_chars = max_chars
         self._schedule = schedule
+        self._locked = locked
         self._sink = sink
-        self._parts: list[str] = []
-        self._size = 0
+        self._reply: list[str] = []
+        self._pending: list[str] = []
         self._total = 0
+        self._sent = 0
         self._truncated = False
-        self._since = clock.monotonic()
+        self._last_flush = float("-inf")
         self._timer_set = False
-        # The engine's thread and the timer thread both flush; one at a time,
-        # so entries keep the order the engine emitted them in.
         self._lock = threading.Lock()
 
     def write(self, chunk: str) -> None:
-        """The engine's ``emit``: buffer ``chunk``, flushing when due."""
+        """The engine's ``emit``: keep ``chunk``, and stream it when due."""
         with self._lock:
-            self._write(chunk)
-
-    def _write(self, chunk: str) -> None:
-        if not chunk or self._truncated:
-            return
-        room = self._max_chars - self._total
-        if len(chunk) > room:
-            chunk = chunk[:room] + "\n[output truncated]"
-            self._truncated = True
-        self._parts.append(chunk)
-        self._size += len(chunk)
-        self._total += len(chunk)
-        now = self._clock.monotonic()
-        if (
-            self._truncated
-            or self._size >= self.FLUSH_CHARS
-            or now - self._since >= self.FLUSH_SECONDS
-        ):
-            self._flush()
-        elif not self._timer_set:
-            self._timer_set = True
-            self._schedule(self._since + self.FLUSH_SECONDS, self._job, self.flush)
+            if not chunk or self._truncated:
+                return
+            room = self._max_chars - self._total
+            if len(chunk) > room:
+                chunk = chunk[:room] + TRUNCATED
+                self._truncated = True
+            self._reply.append(chunk)
+            self._pending.append(chunk)
+            self._total += len(chunk)
+            due = self._last_flush + self.FLUSH_SECONDS
+            now_due = self._clock.monotonic() >= due
+            if not now_due and not self._timer_set:
+                self._timer_set = True
+                self._schedule(due, self._job, self.flush)
+        if now_due:
+            self.flush()
 
     def flush(self) -> None:
-        """Hand what is buffered to the sink as one text."""
-        with self._lock:
+        """Stream what is pending as one piece (takes the state lock)."""
+        with self._locked(), self._lock:
             self._timer_set = False
             self._flush()
 
     def _flush(self) -> None:
-        self._since = self._clock.monotonic()
-        if not self._parts:
+        if not self._pending:
             return
-        text, self._parts, self._size = "".join(self._parts), [], 0
-        self._sink(text)
+        text, self._pending = "".join(self._pending), []
+        self._last_flush = self._clock.monotonic()
+        offset, self._sent = self._sent, self._sent + len(text)
+        self._sink(text, offset)
+
+    def drain(self) -> str:
+        """At the run's end (state lock held): stream what is pending, stop
+        streaming, and return the whole reply (which the events spell out)."""
+        with self._lock:
+            self._flush()
+            self._truncated = True  # late chunks of a forced end are dropped
+            return "".join(self._reply)
+
+    def pieces(self) -> Iterator[str]:
+        """The reply's pieces so far (for tests and diagnostics)."""
+        with self._lock:
+            yield from list(self._reply)

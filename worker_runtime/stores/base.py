@@ -137,19 +137,47 @@ class Store(ABC):
 
     @abstractmethod
     def put_run(self, worker_id: str, run: Run) -> None:
-        """Record a finished run so it can be looked up by id later."""
+        """Record a version of a run: called for EVERY version (queued, running,
+        process group recorded, finished). The latest version wins; a run's place
+        in the worker's history is where it was first put."""
 
     @abstractmethod
     def get_run(self, worker_id: str, run_id: str) -> Run | None:
-        """A finished run of this worker, or None."""
+        """The latest version of a run of this worker (any status), or None."""
+
+    @abstractmethod
+    def list_runs(self, worker_id: str, after: str | None, limit: int) -> list[Run]:
+        """The latest version of each run of this worker, oldest first (by first
+        put), starting after run ``after`` (exclusive; None: from the first), at
+        most ``limit``. ``after`` that is not a run of this worker gives ``[]``
+        (the handler checks it with :meth:`get_run` first). O(log n + limit) or
+        O(limit) per call, never O(history).
+
+        The fs store keeps the run ids of each worker in memory once the worker's
+        history is first read (one pass over its ``runs.jsonl``, once per process);
+        every call after that is O(limit).
+        """
 
     @abstractmethod
     def append_event(self, event: Event) -> None:
-        """Append ``event``; ids arrive strictly increasing."""
+        """Append ``event``; ids arrive strictly increasing. An event whose
+        ``worker_ref`` names a worker is also indexed under that worker id (see
+        :meth:`read_events`), even before the worker's record is put (a
+        ``worker_created`` event comes first)."""
 
     @abstractmethod
-    def read_events(self, cursor: int, limit: int) -> list[Event]:
-        """Up to ``limit`` events with ``event_id >= cursor``, oldest first; O(limit)."""
+    def read_events(self, cursor: int, limit: int, worker_id: str | None = None) -> list[Event]:
+        """Up to ``limit`` events with ``event_id >= cursor``, oldest first; O(limit).
+
+        With ``worker_id``: only the events whose ``worker_ref.worker_id`` is that
+        worker, at a cost that does not grow with other workers' events (a
+        per-worker index). After :meth:`delete_worker` the worker's index starts
+        again empty: its older events stay in the runtime-wide log only. Emit
+        ``worker_deleted`` *before* calling :meth:`delete_worker` (in the same
+        operation): an event naming an id the store holds no record of starts a
+        new index for that id, which the fs store keeps in memory only until the
+        id's record is put again.
+        """
 
     @abstractmethod
     def append_diagnostic(self, diagnostic: Diagnostic) -> None:
@@ -168,6 +196,14 @@ class Store(ABC):
         """Remember the first answer for ``record.key`` (replacing an expired one).
         Expired records are compacted away (dropped from memory, and from files
         at checkpoints)."""
+
+    @abstractmethod
+    def delete_worker(self, worker_id: str) -> None:
+        """Remove the worker's record, transcript, runs and event index (the
+        runtime-wide event log keeps its lines). Staged like every write, durable
+        after :meth:`sync`; unknown ids are ignored. The id may then be put again
+        and starts fresh and empty. The fs store makes it crash-safe: a delete cut
+        by a crash either happened or did not."""
 
     @abstractmethod
     def sync(self) -> None:

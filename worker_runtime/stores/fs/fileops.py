@@ -86,6 +86,9 @@ class FileOps:
     def unlink(self, path: str) -> None:
         os.unlink(path)
 
+    def rmdir(self, path: str) -> None:
+        os.rmdir(path)
+
     def mkdir(self, path: str) -> bool:
         """Create ``path``; True if it was created, False if it existed."""
         try:

@@ -23,6 +23,8 @@ from typing import Any
 from .fileops import FileOps, Parallel
 from .jsonl import JsonlLog, Written
 from .layout import JOURNAL, OLD_JOURNAL, RUNTIME, Layout, WorkerFiles, dump, open_journal
+from .tombstones import is_deleted, remove_tree, tombstone_name
+from .worker_events import WorkerEvents
 
 __all__ = ["JOURNAL_LIMIT", "OPEN_LOGS", "Batch", "Flusher"]
 
@@ -41,6 +43,10 @@ class Batch:
     logs: list[tuple[JsonlLog[Any], list[Any]]]
     records: dict[str, Callable[[], dict[str, Any]]]
     new_dirs: list[WorkerFiles]
+    indexes: list[tuple[WorkerEvents, list[int]]] = field(default_factory=list)
+    """Event ids to append to workers' event indexes."""
+    deletes: list[WorkerFiles] = field(default_factory=list)
+    """Deleted workers (their records are the journal's deleted marker)."""
     written: list[tuple[JsonlLog[Any], Written]] = field(default_factory=list)
 
 
@@ -68,6 +74,9 @@ class Flusher:
             raise self._background_failure  # a checkpoint failed: so does the store
         ops = self._ops
         new_entries = set()
+        graves = self._bury(batch.deletes)
+        if graves:
+            new_entries.add(self.layout.workers)
         for files in batch.new_dirs:
             ops.mkdir(self.layout.path(self.layout.worker_rel(files.worker_id)))
             # Even if a checkpoint made it first: its entry must be durable now.
@@ -81,22 +90,48 @@ class Flusher:
         batch.written = [(log, log.prepare(items)) for log, items in batch.logs]
         # The commit line is fsynced together with the logs: loading counts it only
         # if every log it names is as long as it says (else the crash came first).
-        line = {"records": {key: envelope() for key, envelope in batch.records.items()}}
+        line: dict[str, Any] = {
+            "records": {key: envelope() for key, envelope in batch.records.items()}
+        }
+        if graves:
+            line["tombstones"] = sorted(graves)
         self._journal.append(line)
         commit = self._journal.prepare(self._journal.take())
         tasks: list[Callable[[], None]] = [
             functools.partial(log.write, prepared)
             for log, prepared in [*batch.written, (self._journal, commit)]
         ]
+        tasks += [functools.partial(index.write, ids) for index, ids in batch.indexes]
         tasks += [functools.partial(ops.fsync_dir, d) for d in sorted(new_entries)]
         self._parallel.run(tasks)
         self._journal.advance(commit)
         self._committed.update(line["records"])
+        for name in sorted(graves):  # the deletes are committed: their files go now
+            remove_tree(ops, os.path.join(self.layout.workers, name))
         self._close_idle_logs()
         if self._journal.size > JOURNAL_LIMIT and not self._checkpointing():
             if self._background_failure is not None:
                 raise self._background_failure  # its lines are in the old journal still
             self._rotate()
+
+    def _bury(self, deletes: list[WorkerFiles]) -> list[str]:
+        """Move each deleted worker's directory to a tombstone (before the commit
+        line: a worker created again in the same flush gets a fresh directory;
+        loading undoes it if the line never commits). Returns the tombstones."""
+        if not deletes:
+            return []
+        self.wait()  # a background checkpoint may be writing into those directories
+        graves = []
+        for files in deletes:
+            for opened in files.logs():
+                self._open_logs.pop(id(opened), None)
+                opened.close_files()
+            path = self.layout.path(self.layout.worker_rel(files.worker_id)).rstrip("/")
+            if os.path.lexists(path):
+                name = tombstone_name(files.worker_id)
+                self._ops.replace(path, os.path.join(self.layout.workers, name))
+                graves.append(name)
+        return graves
 
     def _close_idle_logs(self) -> None:
         while len(self._open_logs) > OPEN_LOGS:
@@ -158,6 +193,7 @@ class Flusher:
     def _write_records(self, records: dict[str, dict[str, Any]], parallel: Parallel) -> None:
         """Replace each record file atomically: temp files, fsync, rename, fsync dirs."""
         ops, layout = self._ops, self.layout
+        records = {key: e for key, e in records.items() if not is_deleted(e)}
         paths = {}
         for key in records:
             if key == RUNTIME:

@@ -15,7 +15,10 @@
         workers/<worker_id>/
             worker.json                        the worker record (atomic replace)
             transcript.jsonl, transcript.idx
-            runs.jsonl, runs.idx               finished runs
+            runs.jsonl, runs.idx               every version of every run (latest wins;
+                                               a run's place is its first line)
+            events.idx                         ids of this worker's events (u64 each)
+        workers/.deleted-<worker_id>-<ns>/     a deleted worker's files, being removed
         quarantine/<name>-<ns>/                files that could not be loaded, kept
         *.torn-<ns>                            bytes cut from the end of a log, kept
 
@@ -45,8 +48,10 @@ from ...domain import (
     check_worker_id,
 )
 from ..base import IdempotencyRecord
+from ..history import RunHistory
 from .fileops import FileOps
 from .jsonl import JsonlLog
+from .worker_events import WorkerEvents
 
 __all__ = [
     "COMPACTING",
@@ -148,17 +153,25 @@ class WorkerFiles:
     seq: int
     transcript: JsonlLog[TranscriptEntry]
     runs: JsonlLog[Run]
-    runs_by_id: dict[str, Run] | None = None  # read from runs.jsonl on first lookup
+    events: WorkerEvents
+    history: RunHistory | None = None  # read from runs.jsonl on first lookup
     dir_exists: bool = False  # known to the leader only
 
     def logs(self) -> tuple[JsonlLog[Any], JsonlLog[Any]]:
         return self.transcript, self.runs
 
     def ends(self) -> dict[str, int]:
-        return {"transcript": self.transcript.count, "runs": self.runs.count}
+        return {
+            "transcript": self.transcript.count,
+            "runs": self.runs.count,
+            "events": self.events.count,
+            "events_from": self.events.events_from,
+        }
 
     @classmethod
-    def create(cls, layout: Layout, worker_id: str, seq: int, ops: FileOps) -> WorkerFiles:
+    def create(
+        cls, layout: Layout, worker_id: str, seq: int, ops: FileOps, events_from: int = 0
+    ) -> WorkerFiles:
         return cls(
             worker_id=worker_id,
             seq=seq,
@@ -166,6 +179,9 @@ class WorkerFiles:
                 layout, layout.worker_rel(worker_id, "transcript.jsonl"), ops, keep=TRANSCRIPT_TAIL
             ),
             runs=open_log(layout, layout.worker_rel(worker_id, "runs.jsonl"), ops),
+            events=WorkerEvents(
+                layout.root, layout.worker_rel(worker_id, "events.idx"), ops, events_from
+            ),
         )
 
 
@@ -184,7 +200,8 @@ def load_envelope(data: bytes) -> dict[str, Any]:
 
 def worker_envelope(seq: int, record: WorkerRecord | None, ends: dict[str, int]) -> dict[str, Any]:
     """``worker.json``: the record, its creation order, and how many lines of its
-    logs are committed (``transcript``, ``runs``)."""
+    logs are committed (``transcript``, ``runs``; ``events``: entries of its event
+    index, and ``events_from``: the first event id that can be its own)."""
     return {"format": FORMAT, "seq": seq, "record": to_json(record), "ends": ends}
 
 
@@ -201,6 +218,8 @@ def parse_worker(
     """(seq, record, ends) from a worker envelope; ``ValueError`` if it is not valid."""
     try:
         seq, ends = envelope["seq"], _ends(envelope, ("transcript", "runs"))
+        # Written by version 1 without an event index: it is rebuilt (count unknown).
+        ends.update(_ends(envelope, ("events", "events_from"), optional=True))
         record = from_json(WorkerRecord, envelope["record"])
     except (TypeError, KeyError, AttributeError) as exc:
         raise ValueError(f"missing or bad field: {exc}") from None
@@ -224,8 +243,9 @@ def parse_runtime(envelope: Any) -> tuple[RuntimeRecord | None, dict[str, int]]:
     return record, ends
 
 
-def _ends(envelope: Any, names: tuple[str, ...]) -> dict[str, int]:
-    ends = {name: envelope["ends"][name] for name in names}
+def _ends(envelope: Any, names: tuple[str, ...], *, optional: bool = False) -> dict[str, int]:
+    given = envelope["ends"]
+    ends = {name: given[name] for name in names if not optional or name in given}
     if not all(isinstance(v, int) and v >= 0 for v in ends.values()):
         raise ValueError("bad log ends")
     return ends

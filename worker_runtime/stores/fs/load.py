@@ -19,11 +19,18 @@ become diagnostics for the runtime:
   loaded; the rest of the runtime starts normally;
 - ``store_incomplete_worker``: files of a worker whose creation never
   committed (or whose record file is gone), moved to ``quarantine/``;
-- ``store_index_rebuilt``: a missing or inconsistent offset index was rebuilt.
+- ``store_index_rebuilt``: a missing or inconsistent offset index (or a
+  worker's event index) was rebuilt.
+
+Deleted workers (``tombstones.py``): a committed delete leaves nothing of the
+worker behind; a delete whose flush never committed is undone.
 """
 
 from __future__ import annotations
 
+import functools
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +38,7 @@ from ...clock import Clock
 from ...domain import Diagnostic, Event, RuntimeRecord, WorkerRecord
 from ...errors import StoreCorrupt
 from ..base import IdempotencyRecord, StoreState
-from .fileops import FileOps
+from .fileops import FileOps, SymlinkFound
 from .jsonl import JsonlLog
 from .layout import (
     COMPACTING,
@@ -46,7 +53,8 @@ from .layout import (
     parse_worker,
 )
 from .quarantine import Problems, move_aside, quarantined_workers
-from .scan import Recovery, journal_lines, record_files, report
+from .scan import Recovery, journal_lines, linked, record_files, report, tombstones_of
+from .tombstones import is_deleted, remove_tree, tombstone_name, tombstones
 
 __all__ = ["Loaded", "load"]
 
@@ -104,7 +112,7 @@ def load(layout: Layout, ops: FileOps) -> Loaded:
     for record in idem_log.read_all(lambda p: report([p], recovery.problems, None)):
         idempotency.pop(record.key, None)  # a later line replaced an expired record
         idempotency[record.key] = record
-    workers = _settle_workers(recovery, envelopes)
+    workers = _settle_workers(recovery, envelopes, events, events_base)
     quarantined = {
         wid: why for wid, why in quarantined_workers(layout, ops).items() if wid not in workers
     }
@@ -140,21 +148,56 @@ def _committed(
 ) -> tuple[dict[str, Any], set[str]]:
     """Every committed record envelope by key, and the keys whose record file is
     older than that; opens every log on the way (a commit line counts only if
-    the logs it names reached the length it gives them)."""
-    envelopes = record_files(recovery.layout, recovery.ops, recovery.on_disk, recovery.linked)
+    the logs it names reached the length it gives them), and settles the
+    tombstones of deleted workers (``tombstones.py``)."""
+    layout, ops = recovery.layout, recovery.ops
+    envelopes = record_files(layout, ops, recovery.on_disk, recovery.linked)
     # Lines of an interrupted checkpoint come first: their records may not all
     # have reached their files (the checkpoint deletes them once they have).
-    older = journal_lines(open_journal(recovery.layout, recovery.ops, OLD_JOURNAL), [])
+    older = journal_lines(open_journal(layout, ops, OLD_JOURNAL), [])
     lines = journal_lines(journal, recovery.problems)
-    named = {key for line in older + lines for key in line["records"]} - {RUNTIME}
-    recovery.recover_logs(recovery.on_disk | named)
+    graves = tombstones(layout)
+    named = {name for line in older + lines for name in tombstones_of(line)}
+    for name in sorted(graves.keys() - named):  # its flush never wrote its commit line
+        _restore(recovery, name, graves.pop(name), envelopes)
+    keys = {key for line in older + lines for key in line["records"]} - {RUNTIME}
+    recovery.recover_logs(recovery.on_disk | keys)
     if lines and not recovery.reached(lines[-1]):
-        lines.pop()  # the crash came before this flush had reached every log
+        uncommitted = lines.pop()  # the crash came before this flush had reached every log
+        for name in sorted(tombstones_of(uncommitted) & graves.keys()):
+            worker_id = graves.pop(name)
+            _restore(recovery, name, worker_id, envelopes)
+            recovery.open_worker(worker_id)
     if journal.count > len(lines):  # never apply those lines later either
         report([journal.cut_to(len(lines), _UNCOMMITTED)], recovery.problems, None)
+    for name in sorted(graves):  # committed deletes whose files were not all removed
+        remove_tree(ops, layout.path(os.path.join("workers", name)))
     for line in older + lines:
         envelopes.update(line["records"])
     return envelopes, {key for line in older + lines for key in line["records"]}
+
+
+def _restore(recovery: Recovery, name: str, worker_id: str, envelopes: dict[str, Any]) -> None:
+    """Undo the delete of a flush that never committed: the tombstone becomes the
+    worker's directory again (a new worker's files under the id, begun by that
+    same flush, are moved aside first)."""
+    layout, ops, problems = recovery.layout, recovery.ops, recovery.problems
+    rel = layout.worker_rel(worker_id).rstrip("/")
+    if os.path.lexists(layout.path(rel)):
+        move_aside(layout, ops, worker_id, [rel], problems, worker_id)
+    ops.replace(layout.path(os.path.join("workers", name)), layout.path(rel))
+    ops.fsync_dir(layout.workers)
+    recovery.on_disk.add(worker_id)
+    recovery.linked.discard(worker_id)
+    envelopes.pop(worker_id, None)
+    envelopes.update(record_files(layout, ops, {worker_id}, set()))
+    problems.append(
+        (
+            "store_torn_tail",
+            f"the delete of worker {worker_id!r} never committed: its files are back",
+            worker_id,
+        )
+    )
 
 
 def _last_diagnostic_id(log: JsonlLog[Diagnostic], problems: Problems) -> int:
@@ -251,16 +294,23 @@ def _lost(event_id: int, now: str) -> Event:
 
 
 def _settle_workers(
-    recovery: Recovery, envelopes: dict[str, Any]
+    recovery: Recovery, envelopes: dict[str, Any], events: JsonlLog[Event], events_base: int
 ) -> dict[str, tuple[WorkerFiles, WorkerRecord]]:
     layout, ops, problems = recovery.layout, recovery.ops, recovery.problems
     workers: dict[str, tuple[WorkerFiles, WorkerRecord]] = {}
+    committed_events: dict[str, int | None] = {}
     for worker_id in sorted(recovery.files):
         files = recovery.files[worker_id]
+        envelope = envelopes.get(worker_id)
+        if is_deleted(envelope):  # its delete committed: nothing of it may remain
+            if worker_id in recovery.on_disk:
+                tomb = layout.path(os.path.join("workers", tombstone_name(worker_id)))
+                ops.replace(layout.path(layout.worker_rel(worker_id)).rstrip("/"), tomb)
+                ops.fsync_dir(layout.workers)
+                remove_tree(ops, tomb)
+            continue
         try:
-            record = _settle_worker(
-                layout, files, envelopes.get(worker_id), recovery.found[worker_id]
-            )
+            record, ends = _settle_worker(layout, files, envelope, recovery.found[worker_id])
         except (_Skip, StoreCorrupt) as exc:
             code = getattr(exc, "code", "store_corrupt")
             problems.append((code, exc.message, worker_id))
@@ -273,13 +323,75 @@ def _settle_workers(
         else:
             problems.extend(recovery.found[worker_id])
             files.dir_exists = worker_id in recovery.on_disk
+            files.events.events_from = ends.get("events_from", 0)
+            committed_events[worker_id] = ends.get("events")
             workers[worker_id] = files, record
+    _settle_worker_events(recovery, workers, committed_events, events, events_base)
     return workers
+
+
+def _settle_worker_events(
+    recovery: Recovery,
+    workers: dict[str, tuple[WorkerFiles, WorkerRecord]],
+    committed: dict[str, int | None],
+    events: JsonlLog[Event],
+    events_base: int,
+) -> None:
+    """Check each worker's event index against its committed count and the event
+    log; rebuild the ones that disagree from ``events.jsonl``, in one pass."""
+    last = events_base + events.count
+
+    def owner(event_id: int) -> str | None:
+        if not events_base < event_id <= last:
+            return None
+        try:
+            found = events.read(event_id - events_base - 1, 1)
+        except StoreCorrupt:
+            return None
+        ref = found[0].worker_ref if found and found[0].event_id == event_id else None
+        return ref.worker_id if ref is not None else None
+
+    problems = recovery.problems
+    rebuild: dict[str, WorkerFiles] = {}
+    for worker_id, (files, _) in workers.items():
+        try:
+            ok = files.events.recover(
+                committed[worker_id], functools.partial(_owned, owner, worker_id)
+            )
+        except SymlinkFound as exc:  # never followed: moved aside, and the index rebuilt
+            problems.append(("store_corrupt", linked(recovery.layout, exc), worker_id))
+            rel = files.events.rel
+            move_aside(recovery.layout, recovery.ops, worker_id, [rel], problems, worker_id)
+            ok = False
+        if not ok:
+            rebuild[worker_id] = files
+    if not rebuild:
+        return
+    ids: dict[str, list[int]] = {worker_id: [] for worker_id in rebuild}
+    for event in events.read_all(lambda problem: None):  # a bad line is reported elsewhere
+        ref = event.worker_ref
+        owned = ref is not None and ref.worker_id in ids
+        if owned and event.event_id >= rebuild[ref.worker_id].events.events_from:  # type: ignore[union-attr]
+            ids[ref.worker_id].append(event.event_id)  # type: ignore[union-attr]
+    for worker_id, files in rebuild.items():
+        if not files.dir_exists and not ids[worker_id]:
+            continue  # nothing to index, and no directory to hold it yet
+        if not files.dir_exists:
+            files.dir_exists = True
+            files.events.make_dir()
+        files.events.rebuild(ids[worker_id])
+        if committed[worker_id] is not None:  # version 1 had no event index: not a fault
+            message = f"{files.events.rel} disagreed with events.jsonl; rebuilt it"
+            problems.append(("store_index_rebuilt", message, worker_id))
+
+
+def _owned(owner: Callable[[int], str | None], worker_id: str, event_id: int) -> bool:
+    return owner(event_id) == worker_id
 
 
 def _settle_worker(
     layout: Layout, files: WorkerFiles, envelope: Any, found: Problems
-) -> WorkerRecord:
+) -> tuple[WorkerRecord, dict[str, int]]:
     rel = layout.worker_rel(files.worker_id, "worker.json")
     linked = [message for code, message, _ in found if code == "store_corrupt"]
     if envelope is None and linked:  # a worker directory that is a link: never opened
@@ -312,4 +424,4 @@ def _settle_worker(
         )
     if count and files.transcript.read(count - 1, 1)[0].sequence != count - 1:
         raise _Skip("store_corrupt", f"{files.transcript.rel} line {count} is out of sequence")
-    return record
+    return record, ends

@@ -23,6 +23,7 @@ __all__ = [
     "linked",
     "record_files",
     "report",
+    "tombstones_of",
 ]
 
 SHARED = ("events", "diagnostics", "idempotency")
@@ -57,18 +58,22 @@ class Recovery:
                 rels = [log.rel, os.path.relpath(log.index_path, self.layout.root)]
                 move_aside(self.layout, self.ops, name, rels, self.problems, None)
         for worker_id in sorted(worker_ids):
-            files = WorkerFiles.create(self.layout, worker_id, 0, self.ops)
-            found: Problems = []
-            if worker_id in self.linked:
-                path = self.layout.path(self.layout.worker_rel(worker_id)).rstrip("/")
-                found.append(("store_corrupt", linked(self.layout, SymlinkFound(path)), worker_id))
-            else:
-                for log in files.logs():
-                    try:
-                        report(log.recover(), found, worker_id)
-                    except SymlinkFound as exc:
-                        found.append(("store_corrupt", linked(self.layout, exc), worker_id))
-            self.files[worker_id], self.found[worker_id] = files, found
+            self.open_worker(worker_id)
+
+    def open_worker(self, worker_id: str) -> None:
+        """Open one worker's logs as the crash left them (again, after a restore)."""
+        files = WorkerFiles.create(self.layout, worker_id, 0, self.ops)
+        found: Problems = []
+        if worker_id in self.linked:
+            path = self.layout.path(self.layout.worker_rel(worker_id)).rstrip("/")
+            found.append(("store_corrupt", linked(self.layout, SymlinkFound(path)), worker_id))
+        else:
+            for log in files.logs():
+                try:
+                    report(log.recover(), found, worker_id)
+                except SymlinkFound as exc:
+                    found.append(("store_corrupt", linked(self.layout, exc), worker_id))
+        self.files[worker_id], self.found[worker_id] = files, found
 
     def log(self, key: str, name: str) -> JsonlLog[Any] | None:
         if key == RUNTIME:
@@ -76,7 +81,9 @@ class Recovery:
         files = self.files.get(key)
         if files is None:
             return None
-        return files.transcript if name == "transcript" else files.runs
+        # The event index is derived data (rebuilt if short), never a commit's proof.
+        logs: dict[str, JsonlLog[Any]] = {"transcript": files.transcript, "runs": files.runs}
+        return logs.get(name)
 
     def reached(self, line: dict[str, Any]) -> bool:
         """True if every log the journal ``line`` names is as long as it says."""
@@ -133,6 +140,12 @@ def record_files(
             except ValueError as exc:
                 envelopes[key] = {"damaged": str(exc)}
     return envelopes
+
+
+def tombstones_of(line: dict[str, Any]) -> set[str]:
+    """The tombstones a commit line names (deleted workers' directories)."""
+    names = line.get("tombstones")
+    return {n for n in names if isinstance(n, str)} if isinstance(names, list) else set()
 
 
 def journal_lines(journal: JsonlLog[dict[str, Any]], problems: Problems) -> list[dict[str, Any]]:

@@ -44,6 +44,7 @@ from ..base import (
     Store,
     StoreState,
 )
+from ..history import RunHistory
 from ..idempotency import fresh_idempotency, put_fresh_idempotency
 from .commit import GroupCommit
 from .fileops import FileOps, SymlinkFound
@@ -53,6 +54,7 @@ from .layout import COMPACTING, RUNTIME, Layout, WorkerFiles, runtime_envelope, 
 from .load import Loaded, load
 from .lock import DirLock, default_runtime_id
 from .pages import DiagnosticPages
+from .tombstones import DELETED
 
 __all__ = ["FsStore"]
 
@@ -93,6 +95,8 @@ class FsStore(Store):
         self._next_seq = loaded.next_seq
         self._dirty_logs: dict[int, JsonlLog[Any]] = {}  # staged since the last take
         self._dirty_keys: set[str] = set()
+        self._deletes: list[WorkerFiles] = []  # deleted since the last take
+        self._deleted: set[str] = set()  # ids whose latest staged change is a delete
         self._flusher = Flusher(layout, ops, loaded.journal)
         self._commit: GroupCommit[Batch] = GroupCommit(
             self._mutex, take=self._take, flush=self._flusher.flush, done=self._done
@@ -176,7 +180,21 @@ class FsStore(Store):
             self._commit.staged()
             self._files(record.worker_id)
             self._records[record.worker_id] = record
+            self._deleted.discard(record.worker_id)
             self._dirty_keys.add(record.worker_id)
+
+    def delete_worker(self, worker_id: str) -> None:
+        with self._mutex:
+            self._commit.staged()
+            files = self._workers.pop(worker_id, None)
+            self._records.pop(worker_id, None)
+            if files is None:
+                return
+            for log in files.logs():  # its unwritten lines die with it
+                self._dirty_logs.pop(id(log), None)
+            self._deletes.append(files)
+            self._deleted.add(worker_id)
+            self._dirty_keys.add(worker_id)
 
     def append_transcript(self, worker_id: str, entry: TranscriptEntry) -> None:
         with self._mutex:
@@ -188,13 +206,17 @@ class FsStore(Store):
             self._commit.staged()
             files = self._files(worker_id)
             self._stage(worker_id, files.runs, run)
-            if files.runs_by_id is not None:
-                files.runs_by_id[run.run_id] = run
+            if files.history is not None:
+                files.history.put(run)
 
     def append_event(self, event: Event) -> None:
         with self._mutex:
             self._commit.staged()
             self._stage(RUNTIME, self._events, event)
+            if event.worker_ref is not None:
+                worker_id = event.worker_ref.worker_id
+                self._files(worker_id, events_from=event.event_id).events.append(event.event_id)
+                self._dirty_keys.add(worker_id)
 
     def append_diagnostic(self, diagnostic: Diagnostic) -> None:
         with self._mutex:
@@ -209,10 +231,16 @@ class FsStore(Store):
             if put_fresh_idempotency(self._idempotency, record, self.expiry):
                 self._stage(RUNTIME, self._idempotency_log, record)
 
-    def _files(self, worker_id: str) -> WorkerFiles:
+    def _files(self, worker_id: str, events_from: int | None = None) -> WorkerFiles:
+        """The worker's files; new ones (a new worker, or one deleted before) own
+        no event before ``events_from`` (default: the next event id)."""
         files = self._workers.get(worker_id)
         if files is None:
-            files = WorkerFiles.create(self.layout, worker_id, self._next_seq, self._ops)
+            if events_from is None:
+                events_from = self._events_base + self._events.count + 1
+            files = WorkerFiles.create(
+                self.layout, worker_id, self._next_seq, self._ops, events_from
+            )
             self._next_seq += 1
             self._workers[worker_id] = files
         return files
@@ -231,16 +259,42 @@ class FsStore(Store):
 
     def get_run(self, worker_id: str, run_id: str) -> Run | None:
         with self._mutex, self._reading():
+            history = self._history(worker_id)
+            return history.get(run_id) if history is not None else None
+
+    def list_runs(self, worker_id: str, after: str | None, limit: int) -> list[Run]:
+        with self._mutex, self._reading():
+            history = self._history(worker_id)
+            return history.page(after, limit) if history is not None else []
+
+    def _history(self, worker_id: str) -> RunHistory | None:
+        """The worker's run history, read from ``runs.jsonl`` on first use (mutex held)."""
+        files = self._workers.get(worker_id)
+        if files is None:
+            return None
+        if files.history is None:
+            history = RunHistory()
+            for run in files.runs.read_all():
+                history.put(run)
+            files.history = history
+        return files.history
+
+    def read_events(self, cursor: int, limit: int, worker_id: str | None = None) -> list[Event]:
+        with self._mutex, self._reading():
+            base = self._events_base
+            if worker_id is None:
+                return self._events.read(max(cursor - base - 1, 0), limit)
             files = self._workers.get(worker_id)
             if files is None:
-                return None
-            if files.runs_by_id is None:
-                files.runs_by_id = {run.run_id: run for run in files.runs.read_all()}
-            return files.runs_by_id.get(run_id)
-
-    def read_events(self, cursor: int, limit: int) -> list[Event]:
-        with self._mutex, self._reading():
-            return self._events.read(max(cursor - self._events_base - 1, 0), limit)
+                return []
+            ids = files.events.ids_from(cursor, limit)
+            events: list[Event] = []
+            begin = 0
+            for end in range(1, len(ids) + 1):  # one read per run of consecutive ids
+                if end == len(ids) or ids[end] != ids[end - 1] + 1:
+                    events += self._events.read(ids[begin] - base - 1, end - begin)
+                    begin = end
+            return events
 
     def read_diagnostics(self, after: int = 0, limit: int | None = None) -> Sequence[Diagnostic]:
         with self._mutex, self._reading():
@@ -314,17 +368,33 @@ class FsStore(Store):
                 "idempotency": self._idempotency_log.count,
             }
             return functools.partial(runtime_envelope, self._runtime, ends)
+        if key in self._deleted:
+            return functools.partial(dict, DELETED)
         files = self._workers[key]
         return functools.partial(worker_envelope, files.seq, self._records.get(key), files.ends())
 
     def _take(self) -> Batch:
         logs = [(log, log.take()) for log in self._dirty_logs.values()]
+        # A worker is written with its record: an id that only events name (one
+        # deleted, then named again) keeps its index in memory until it has one.
+        keys = sorted(
+            key
+            for key in self._dirty_keys
+            if key == RUNTIME or key in self._records or key in self._deleted
+        )
         batch = Batch(
             logs=logs,
-            records={key: self._envelope(key) for key in sorted(self._dirty_keys)},
+            records={key: self._envelope(key) for key in keys},
             new_dirs=self._workers_to_create(),
+            indexes=[
+                (files.events, ids)
+                for key in keys
+                if key in self._records and (ids := (files := self._workers[key]).events.take())
+            ],
+            deletes=self._deletes,
         )
-        self._dirty_logs, self._dirty_keys = {}, set()
+        self._dirty_logs, self._deletes = {}, []
+        self._dirty_keys = {key for key in self._dirty_keys if key not in keys}
         return batch
 
     def _workers_to_create(self) -> list[WorkerFiles]:
@@ -333,14 +403,16 @@ class FsStore(Store):
         return [
             files
             for key in self._dirty_keys
-            if key != RUNTIME
+            if key in self._records
             and not (files := self._workers[key]).dir_exists
-            and any(id(log) in self._dirty_logs for log in files.logs())
+            and (any(id(log) in self._dirty_logs for log in files.logs()) or files.events.take())
         ]
 
     def _done(self, batch: Batch) -> None:
         for log, written in batch.written:
             log.advance(written)
+        for index, ids in batch.indexes:
+            index.advance(len(ids))
 
 
 def _linked(root: str, found: SymlinkFound) -> StoreCorrupt:
