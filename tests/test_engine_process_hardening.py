@@ -119,8 +119,9 @@ def test_cancel_leaves_no_process_of_the_run(
             # A process on its way out has already lost its environment: wait on the
             # pids too, not only on the environment scan.
             wait_until(
-                lambda: not processes_with_env("RUN_ID", run_id)
-                and not any(alive(pid) for pid in pids),
+                lambda: (
+                    not processes_with_env("RUN_ID", run_id) and not any(alive(pid) for pid in pids)
+                ),
                 what="the tree to die",
             )
             ps = subprocess.run(
