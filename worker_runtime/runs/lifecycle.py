@@ -388,6 +388,7 @@ class RunLifecycle:
             schedule=self._timers.call_at,
             locked=self._state.locked,
             sink=lambda text, offset: self._stream(job, text, offset),
+            sync=self._state.sync,
         )
         job.drain = output.drain
         store = self._store

@@ -16,12 +16,16 @@ releasing it.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 
 from ..clock import Clock
+from ..errors import WorkerRuntimeError
 from .job import Job
+
+log = logging.getLogger("worker_runtime.runs")
 
 __all__ = ["TRUNCATED", "RunOutput"]
 
@@ -46,6 +50,7 @@ class RunOutput:
         schedule: Schedule,
         locked: Callable[[], AbstractContextManager[None]],
         sink: Callable[[str, int], None],
+        sync: Callable[[], None],
     ) -> None:
         self._job = job
         self._clock = clock
@@ -53,6 +58,7 @@ class RunOutput:
         self._schedule = schedule
         self._locked = locked
         self._sink = sink
+        self._sync = sync
         self._reply: list[str] = []
         self._pending: list[str] = []
         self._total = 0
@@ -83,18 +89,27 @@ class RunOutput:
             self.flush()
 
     def flush(self) -> None:
-        """Stream what is pending as one piece (takes the state lock)."""
+        """Stream what is pending as one piece (takes the state lock), and make it
+        durable: after a crash, the interrupted run's reply is rebuilt from these
+        events. The sync is outside the lock, so concurrent runs share a flush."""
         with self._locked(), self._lock:
             self._timer_set = False
-            self._flush()
+            streamed = self._flush()
+        if streamed:
+            try:
+                self._sync()
+            except WorkerRuntimeError as exc:  # the store failed: the run's end says so
+                log.error("output of run %s could not be made durable: %s", self._job.run_id, exc)
 
-    def _flush(self) -> None:
+    def _flush(self) -> bool:
+        """Stream what is pending (both locks held); whether there was any."""
         if not self._pending:
-            return
+            return False
         text, self._pending = "".join(self._pending), []
         self._last_flush = self._clock.monotonic()
         offset, self._sent = self._sent, self._sent + len(text)
         self._sink(text, offset)
+        return True
 
     def drain(self) -> str:
         """At the run's end (state lock held): stream what is pending, stop
