@@ -51,15 +51,20 @@ def rss_bytes() -> int:
     return pages * os.sysconf("SC_PAGE_SIZE")
 
 
-def fill(rt: Runtime, count: int) -> str:
-    """Create ``count`` workers, in 16 threads (the fs store commits in groups).
-    Returns a worker id in the middle of the creation order."""
+def fill(rt: Runtime, count: int, threads: int) -> str:
+    """Create ``count`` workers, in ``threads`` threads (the fs store commits in
+    groups; the memory store needs none, and each extra thread would leave an
+    allocator arena in the RSS figure). Returns a worker id in the middle."""
 
     def create(i: int) -> None:
         rt.dispatch(c.CreateWorker(worker_id=f"w{i:06d}"))
 
-    with ThreadPoolExecutor(16) as pool:
-        list(pool.map(create, range(count)))
+    if threads == 1:
+        for i in range(count):
+            create(i)
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(create, range(count)))
     return f"w{count // 2:06d}"
 
 
@@ -77,7 +82,7 @@ def child(store: str, count: int, reps: int) -> None:
         rt = Runtime.open(config)
         gc.collect()
         before = rss_bytes()
-        middle = fill(rt, count)
+        middle = fill(rt, count, 1 if store == "memory" else 16)
         gc.collect()
         per_worker = (rss_bytes() - before) / count
         last_event = rt.dispatch(c.GetRuntime()).last_event_id
