@@ -1,5 +1,5 @@
 """The in-process examples run: the README's one example, then every ``python`` block
-of ``docs/library.md``, each executed in order in one namespace; a ``text`` block
+of ``docs/library.md``'s two sections, each executed in order in one namespace; a ``text`` block
 right after one is its expected output (``...`` matches any text, e.g. a generated id)."""
 
 from __future__ import annotations
@@ -30,6 +30,10 @@ def test_the_readme_example_runs_and_prints_what_the_readme_says() -> None:
 
 def test_the_in_process_examples_run_and_print_what_the_docs_say() -> None:
     run_closing_rt("in-process", "docs/library.md", 3)
+
+
+def test_the_runs_examples_run_and_print_what_the_docs_say() -> None:
+    run_closing_rt("runs", "docs/library.md", 3)
 
 
 def test_the_output_matcher_is_not_an_accept_all() -> None:
