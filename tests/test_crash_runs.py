@@ -150,14 +150,7 @@ def _await_durable_output(data_dir: Path, run_id: str) -> str:
         time.sleep(0.01)  # polling the files, to the deadline above
 
 
-DURABILITY_GAP = pytest.mark.xfail(
-    strict=True,
-    reason="run_output events are staged, not synced (RunLifecycle._stream); remove this "
-    "marker when output flushes sync the store",
-)
-
-
-@pytest.mark.parametrize("witness", ["http", pytest.param("disk", marks=DURABILITY_GAP)])
+@pytest.mark.parametrize("witness", ["http", "disk"])
 def test_kill_9_with_a_streaming_run_and_a_queue(tmp_path: Path, witness: str) -> None:
     """``witness``: the kill follows the run_output event seen over HTTP (a
     follower's view), or seen only in the store's files, no request in between."""
