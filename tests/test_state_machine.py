@@ -248,6 +248,13 @@ class RuntimeMachine(RuleBasedStateMachine):
             self._complete(worker_id)
 
     @precondition(lambda self: self.running())
+    @rule(data=st.data(), content=strategies.labels)
+    def enqueue_behind(self, data: st.DataObject, content: str) -> None:
+        """Input for a busy worker, enqueued (often enough to fill the queue)."""
+        worker_id = data.draw(st.sampled_from(self.running()))
+        self.send_input(worker_id, content, hold=True, on_busy=BusyPolicy.ENQUEUE)
+
+    @precondition(lambda self: self.running())
     @rule(data=st.data())
     def release(self, data: st.DataObject) -> None:
         self._complete(data.draw(st.sampled_from(self.running())))
