@@ -49,7 +49,7 @@ from worker_runtime.stores.fs import flush as fs_flush
 
 from .support import strategies
 from .support.fs_support import NOW, RUNTIME_ID, FaultyOps, open_runtime, worker_record
-from .test_state_machine import POOL, RuntimeMachine
+from .test_state_machine import MAX_QUEUED, POOL, RuntimeMachine
 
 
 class SmallJournal:
@@ -73,7 +73,12 @@ class FsRuntimeMachine(RuntimeMachine):
         super().__init__()
 
     def open_runtime(self) -> Runtime:
-        return open_runtime(self.data_dir, engines={"gate": self.gate}, max_concurrent_runs=POOL)
+        return open_runtime(
+            self.data_dir,
+            engines={"gate": self.gate},
+            max_concurrent_runs=POOL,
+            max_queued_runs=MAX_QUEUED,
+        )
 
     @rule()
     def close_and_reopen(self) -> None:
