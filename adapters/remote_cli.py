@@ -1,5 +1,5 @@
-"""``worker-runtime status | workers | create | send | cancel | stop | transcript |
-events | diagnostics``: the client commands of the console script, on
+"""``worker-runtime status | workers | create | send | runs | cancel | stop | delete |
+transcript | events | diagnostics``: the client commands of the console script, on
 :class:`worker_runtime.client.RemoteRuntime`.
 
 Each prints a human-readable table, or with ``--json`` the API's JSON (paged
@@ -15,14 +15,14 @@ import dataclasses
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, TextIO
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, TextIO, TypeVar
 
 from worker_runtime import commands as c
 from worker_runtime.client import RemoteRuntime, RuntimeUnreachable
-from worker_runtime.domain import Event, ProfileSelector, WorkerStatus
+from worker_runtime.domain import BusyPolicy, Diagnostic, Event, ProfileSelector, WorkerStatus
 from worker_runtime.errors import ConfigError, OperationTimeout, WorkerRuntimeError
-from worker_runtime.results import WorkerSummary
+from worker_runtime.results import RunInfo, WorkerSummary
 from worker_runtime.wire import to_json
 
 from .settings import read_token_file, token_from_env
@@ -36,6 +36,8 @@ TERMINAL = frozenset(
 )
 
 Runner = Callable[[RemoteRuntime, argparse.Namespace, TextIO], int]
+T = TypeVar("T")
+K = TypeVar("K")
 
 
 def _common() -> argparse.ArgumentParser:
@@ -69,6 +71,11 @@ def add_client_commands(subparsers: Any) -> None:
     send.add_argument("worker")
     send.add_argument("text")
     send.add_argument("--follow", action="store_true", help="print the reply as it streams")
+    send.add_argument(
+        "--enqueue", action="store_true", help="queue the input if the worker is busy"
+    )
+    runs = add("runs", _runs, "list a worker's runs")
+    runs.add_argument("worker")
     cancel = add("cancel", _cancel, "cancel the worker's active run")
     cancel.add_argument("worker")
     cancel.add_argument("--run", dest="run_id", help="cancel only this run")
@@ -76,6 +83,8 @@ def add_client_commands(subparsers: Any) -> None:
     stop = add("stop", _stop, "stop the worker for good")
     stop.add_argument("worker")
     stop.add_argument("--reason")
+    delete = add("delete", _delete, "delete a stopped worker")
+    delete.add_argument("worker")
     transcript = add("transcript", _transcript, "print a worker's transcript")
     transcript.add_argument("worker")
     transcript.add_argument("--start", type=int, default=0, help="first sequence (0)")
@@ -119,6 +128,15 @@ def _token(args: argparse.Namespace, environ: Mapping[str, str]) -> str:
             "or WORKER_RUNTIME_TOKEN_FILE"
         )
     return token.value
+
+
+def _every(fetch: Callable[[K], tuple[Iterable[T], K | None]], first: K) -> Iterator[T]:
+    """Every item of a paged list: ``fetch(after)`` gives a page's items and the
+    next ``after``, or None on the last page."""
+    after: K | None = first
+    while after is not None:
+        items, after = fetch(after)
+        yield from items
 
 
 # -- output ------------------------------------------------------------------------
@@ -176,14 +194,12 @@ def _status(rt: RemoteRuntime, args: argparse.Namespace, out: TextIO) -> int:
 
 def _workers(rt: RemoteRuntime, args: argparse.Namespace, out: TextIO) -> int:
     status = WorkerStatus(args.status) if args.status else None
-    workers: list[WorkerSummary] = []
-    after = None
-    while True:
-        page = rt.dispatch(c.ListWorkers(status=status, after=after))
-        workers.extend(page.workers)
-        if page.next_after is None:
-            break
-        after = page.next_after
+
+    def fetch(after: str) -> tuple[Iterable[WorkerSummary], str | None]:
+        page = rt.dispatch(c.ListWorkers(status=status, after=after or None))
+        return page.workers, page.next_after
+
+    workers = list(_every(fetch, ""))
     if args.json:
         _print_json(out, {"workers": to_json(workers), "next_after": None})
         return 0
@@ -220,9 +236,13 @@ def _create(rt: RemoteRuntime, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _send(rt: RemoteRuntime, args: argparse.Namespace, out: TextIO) -> int:
-    ack = rt.dispatch(c.SendInput(worker_id=args.worker, content=args.text))
+    on_busy = BusyPolicy.ENQUEUE if args.enqueue else BusyPolicy.REJECT
+    ack = rt.dispatch(c.SendInput(worker_id=args.worker, content=args.text, on_busy=on_busy))
     if args.json:
         _print_json(out, {"ack": to_json(ack)})
+    elif args.enqueue and not args.follow:
+        # Whether it waits in the queue or started at once is the caller's news.
+        out.write(f"{ack.run_id} {ack.run_status}\n")
     elif not args.follow:
         out.write(f"{ack.run_id}\n")
     if not args.follow:
@@ -280,6 +300,35 @@ def _print_entries(rt: RemoteRuntime, worker_id: str, run_id: str, start: int, o
     return start
 
 
+def _runs(rt: RemoteRuntime, args: argparse.Namespace, out: TextIO) -> int:
+    def fetch(after: str) -> tuple[Iterable[RunInfo], str | None]:
+        page = rt.dispatch(c.ListRuns(worker_id=args.worker, after=after or None))
+        return page.runs, page.next_after
+
+    runs = list(_every(fetch, ""))
+    if args.json:
+        _print_json(out, {"runs": to_json(runs), "next_after": None})
+        return 0
+    _table(
+        out,
+        ("RUN", "STATUS", "INPUT", "REPLY", "QUEUED", "STARTED", "FINISHED", "ERROR"),
+        (
+            (
+                r.run_id,
+                r.status.value,
+                r.input_sequence,
+                r.reply_sequence,
+                r.queued_at,
+                r.started_at,
+                r.finished_at,
+                r.error,
+            )
+            for r in runs
+        ),
+    )
+    return 0
+
+
 def _cancel(rt: RemoteRuntime, args: argparse.Namespace, out: TextIO) -> int:
     ack = rt.dispatch(c.CancelRun(worker_id=args.worker, run_id=args.run_id, reason=args.reason))
     if args.json:
@@ -298,6 +347,15 @@ def _stop(rt: RemoteRuntime, args: argparse.Namespace, out: TextIO) -> int:
     else:
         note = " (already stopped)" if ack.already_stopped else ""
         out.write(f"{ack.worker_ref.worker_id} {ack.status.value}{note}\n")
+    return 0
+
+
+def _delete(rt: RemoteRuntime, args: argparse.Namespace, out: TextIO) -> int:
+    ack = rt.dispatch(c.DeleteWorker(worker_id=args.worker))
+    if args.json:
+        _print_json(out, {"ack": to_json(ack)})
+    else:
+        out.write(f"{ack.worker_ref.worker_id} deleted\n")
     return 0
 
 
@@ -344,14 +402,12 @@ def _events(rt: RemoteRuntime, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _diagnostics(rt: RemoteRuntime, args: argparse.Namespace, out: TextIO) -> int:
-    found: list[Any] = []
-    after = 0
-    while True:
+
+    def fetch(after: int) -> tuple[Iterable[Diagnostic], int | None]:
         page = rt.dispatch(c.GetDiagnostics(after=after))
-        found.extend(page.diagnostics)
-        if page.next_after is None:
-            break
-        after = page.next_after
+        return page.diagnostics, page.next_after
+
+    found = list(_every(fetch, 0))
     if args.json:
         _print_json(out, {"diagnostics": to_json(found), "next_after": None})
         return 0

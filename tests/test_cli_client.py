@@ -9,6 +9,8 @@ import os
 import re
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,11 +38,21 @@ PROFILES = {
     }
 }
 
+GATE: list[Path] = []
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    path = tmp_path_factory.mktemp("cli") / "profiles.json"
-    path.write_text(json.dumps(PROFILES))
+    root = tmp_path_factory.mktemp("cli")
+    path = root / "profiles.json"
+    # "gated": a run that ends once the test creates the file GATE names.
+    gated = f'while [ ! -e "{root / "gate"}" ]; do sleep 0.02; done; echo opened'
+    profiles = {
+        **PROFILES["profiles"],
+        "gated": {"engine": "command", "shell": True, "argv": [gated]},
+    }
+    path.write_text(json.dumps({"profiles": profiles}))
+    GATE.append(root / "gate")
     env = {"WORKER_RUNTIME_ID": "rt-cli", "WORKER_RUNTIME_PROFILES": str(path)}
     with serve(env) as running:
         yield running
@@ -149,6 +161,139 @@ def test_cancel_a_running_run_then_nothing(capsys: pytest.CaptureFixture[str]) -
     assert (code, out) == (0, "nothing to cancel\n")
     ack = as_json(capsys, "cancel", "cli-slow", "--run", run_id)["ack"]
     assert isinstance(ack, dict) and ack["run_status"] == "cancelled"
+
+
+def test_runs_lists_a_workers_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(capsys, "create", "--id", "cli-runs")[0] == 0
+    assert cli(capsys, "send", "cli-runs", "one", "--follow")[0] == 0
+    assert cli(capsys, "send", "cli-runs", "two", "--follow")[0] == 0
+    code, out, _ = cli(capsys, "runs", "cli-runs")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split() == [
+        "RUN", "STATUS", "INPUT", "REPLY", "QUEUED", "STARTED", "FINISHED", "ERROR"
+    ]  # fmt: skip
+    assert [line.split()[1:4] for line in lines[1:]] == [
+        ["completed", "0", "1"],
+        ["completed", "2", "3"],
+    ]
+    assert all(line.split()[-1] == "-" for line in lines[1:])  # no error
+    runs = as_json(capsys, "runs", "cli-runs")["runs"]
+    assert isinstance(runs, list)
+    assert [(r["status"], r["input_sequence"], r["output_chars"]) for r in runs] == [
+        ("completed", 0, 3),
+        ("completed", 2, 3),
+    ]
+    assert [r["run_id"] for r in runs] == [line.split()[0] for line in lines[1:]]
+    code, out, err = cli(capsys, "runs", "nobody")
+    assert (code, out) == (1, "")
+    assert err.startswith("worker-runtime: worker_not_found: ")
+
+
+def test_runs_shows_a_failed_runs_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(capsys, "create", "--id", "cli-runs-fail", "--profile", "fails")[0] == 0
+    assert cli(capsys, "send", "cli-runs-fail", "x", "--follow")[0] == 1
+    code, out, _ = cli(capsys, "runs", "cli-runs-fail")
+    assert code == 0
+    (row,) = out.splitlines()[1:]
+    assert row.split()[1] == "failed" and "oops" in row
+
+
+def test_delete_only_a_stopped_worker(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(capsys, "create", "--id", "cli-del")[0] == 0
+    code, out, err = cli(capsys, "delete", "cli-del")
+    assert (code, out) == (1, "")
+    assert err.startswith("worker-runtime: worker_not_stopped: ")
+    assert cli(capsys, "stop", "cli-del")[0] == 0
+    code, out, _ = cli(capsys, "delete", "cli-del")
+    assert (code, out) == (0, "cli-del deleted\n")
+    workers = as_json(capsys, "workers")["workers"]
+    assert isinstance(workers, list) and "cli-del" not in [w["worker_id"] for w in workers]
+    code, _, err = cli(capsys, "delete", "cli-del")
+    assert code == 1 and err.startswith("worker-runtime: worker_not_found: ")
+    # The id may be used again; --json prints the ack.
+    assert cli(capsys, "create", "--id", "cli-del")[0] == 0
+    assert cli(capsys, "stop", "cli-del")[0] == 0
+    ack = as_json(capsys, "delete", "cli-del")["ack"]
+    assert isinstance(ack, dict) and ack["worker_ref"]["worker_id"] == "cli-del"
+    assert isinstance(ack["event_id"], int)
+
+
+def _await_queued(worker_id: str, count: int, server: Server) -> list[str]:
+    """The worker's run ids once ``count`` runs exist, the last one queued."""
+    with RemoteRuntime(server.base_url, token=TOKEN) as rt:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            runs = rt.dispatch(c.ListRuns(worker_id=worker_id)).runs
+            if len(runs) == count and runs[-1].status.value == "queued":
+                return [r.run_id for r in runs]
+            time.sleep(0.02)
+    raise AssertionError(f"{worker_id}: no queued run #{count}")
+
+
+def test_send_enqueue_queues_behind_a_busy_worker(
+    capsys: pytest.CaptureFixture[str], server: Server
+) -> None:
+    assert cli(capsys, "create", "--id", "cli-q", "--profile", "slow")[0] == 0
+    code, out, _ = cli(capsys, "send", "cli-q", "first")
+    assert code == 0
+    code, out, err = cli(capsys, "send", "cli-q", "second")
+    assert code == 1 and err.startswith("worker-runtime: worker_busy: ")
+    code, out, _ = cli(capsys, "send", "cli-q", "second", "--enqueue")
+    assert code == 0
+    run_id, status = out.split()
+    assert run_id.startswith("run-") and status == "queued"
+    ack = as_json(capsys, "send", "cli-q", "third", "--enqueue")["ack"]
+    assert isinstance(ack, dict)
+    assert (ack["run_status"], ack["transcript_sequence"]) == ("queued", None)
+    code, out, _ = cli(capsys, "runs", "cli-q")
+    assert [line.split()[1] for line in out.splitlines()[1:]] == ["running", "queued", "queued"]
+    assert cli(capsys, "stop", "cli-q")[0] == 0
+
+
+def test_send_enqueue_follow_follows_the_queued_run_to_its_end(
+    capsys: pytest.CaptureFixture[str], server: Server
+) -> None:
+    gate = GATE[0]
+    assert cli(capsys, "create", "--id", "cli-qf", "--profile", "gated")[0] == 0
+    assert cli(capsys, "send", "cli-qf", "first")[0] == 0
+    result: list[int] = []
+    follower = threading.Thread(
+        target=lambda: result.append(main(["send", "cli-qf", "next", "--enqueue", "--follow"]))
+    )
+    capsys.readouterr()
+    follower.start()
+    try:
+        _await_queued("cli-qf", 2, server)
+    finally:
+        gate.touch()  # both runs end
+        follower.join(60)
+    out, err = capsys.readouterr()
+    assert result == [0], err
+    assert out == "opened\n\n"
+
+
+def test_send_enqueue_follow_exits_1_when_the_queued_run_is_cancelled(
+    capsys: pytest.CaptureFixture[str], server: Server
+) -> None:
+    assert cli(capsys, "create", "--id", "cli-qc", "--profile", "slow")[0] == 0
+    assert cli(capsys, "send", "cli-qc", "first")[0] == 0
+    result: list[int] = []
+    follower = threading.Thread(
+        target=lambda: result.append(main(["send", "cli-qc", "next", "--enqueue", "--follow"]))
+    )
+    capsys.readouterr()
+    follower.start()
+    try:
+        queued = _await_queued("cli-qc", 2, server)[1]
+        with RemoteRuntime(server.base_url, token=TOKEN) as rt:
+            rt.dispatch(c.CancelRun(worker_id="cli-qc", run_id=queued))
+    finally:
+        follower.join(60)
+    _out, err = capsys.readouterr()
+    assert result == [1]
+    assert "run_cancelled" in err
+    assert cli(capsys, "stop", "cli-qc")[0] == 0
 
 
 def test_events_and_diagnostics(capsys: pytest.CaptureFixture[str]) -> None:
