@@ -151,17 +151,25 @@ def _named(profile: str) -> Any:
 
 def filled_runtime(store_kind: str, data_dir: str | None, others: int, mine: int) -> Runtime:
     """A runtime whose log holds ``mine`` events of worker W spread evenly
-    through ``others`` events of 1000 other workers (written into the store
-    before the runtime opens, as a long-lived runtime would have them)."""
+    through ``others`` events of 1000 other workers: W is created first, then the
+    events are written straight into the store (fast; as a long-lived runtime
+    would have them), and the runtime is opened again on that store."""
     config = RuntimeConfig(runtime_id="rt-cost", store=store_kind, data_dir=data_dir)
-    store = open_store(config, lambda prefix: f"{prefix}-{secrets.token_hex(8)}")
+    rt = Runtime.open(config)
+    rt.dispatch(c.CreateWorker(worker_id="W"))  # a filter names a worker that exists
+    first = rt.dispatch(c.GetRuntime()).last_event_id + 1
+    store = rt.store
+    if store_kind == "fs":  # reopen the directory's store on its own
+        rt.close()
+        store = open_store(config, lambda prefix: f"{prefix}-{secrets.token_hex(8)}")
+        store.load()
     total = others + mine
     step = total // mine
-    for event_id in range(1, total + 1):
-        worker = "W" if event_id % step == 0 and event_id // step <= mine else f"o{event_id % 1000}"
+    for n in range(1, total + 1):
+        worker = "W" if n % step == 0 and n // step <= mine else f"o{n % 1000}"
         store.append_event(
             Event(
-                event_id=event_id,
+                event_id=first + n - 1,
                 type="run_output",
                 created_at="2025-01-01T00:00:00.000Z",
                 worker_ref=WorkerRef(runtime_id="rt-cost", worker_id=worker),
@@ -169,12 +177,13 @@ def filled_runtime(store_kind: str, data_dir: str | None, others: int, mine: int
                 data={"text": "x" * 40, "offset": 0},
             )
         )
-        if event_id % 5000 == 0:
+        if n % 5000 == 0:
             store.sync()
     store.sync()
-    rt = Runtime.open(config, store=store)
-    rt.dispatch(c.CreateWorker(worker_id="W"))  # a filter names a worker that exists
-    return rt
+    if store_kind != "fs":
+        return Runtime.open(config, store=store)
+    store.close()
+    return Runtime.open(config)
 
 
 def per_call(fn: Callable[[], Any], calls: int) -> float:
