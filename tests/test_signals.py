@@ -119,11 +119,8 @@ def test_signal_stops_everything_within_the_grace(
     # The store was flushed: a restart finds the worker and the run's final status.
     with serve(env, argv=cli_argv()) as again:
         run = again.request("GET", f"/v1/workers/w/runs/{run_id}")
-        if run.status == 404:  # runs routes not merged here yet: read the worker
-            detail = again.request("GET", "/v1/workers/w").json()["worker"]
-            status = detail["last_run"]["status"]
-        else:
-            status = run.json()["run"]["status"]
+        assert run.status == 200
+        status = run.json()["run"]["status"]
         print(f"run ended {status}")
         assert status == "interrupted"
 
