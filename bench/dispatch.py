@@ -67,14 +67,7 @@ def compare(rt: Runtime, command: c.Command[Any], reps: int, calls: int) -> dict
         "dispatch": lambda: rt.dispatch(command),
         "dispatch_json": lambda: rt.dispatch_json(wire),
     }
-    for fn in ways.values():  # warm caches (schemas, validators) before timing
-        per_call(fn, 50)
-    samples: dict[str, list[float]] = {name: [] for name in ways}
-    for rep in range(reps):
-        order = list(ways) if rep % 2 == 0 else list(reversed(ways))
-        for name in order:
-            samples[name].append(per_call(ways[name], calls))
-    return {name: statistics.median(times) for name, times in samples.items()}
+    return interleaved(ways, reps, calls)
 
 
 def run_throughput(rt: Runtime, workers: int, rounds: int) -> float:
@@ -93,7 +86,8 @@ def run_throughput(rt: Runtime, workers: int, rounds: int) -> float:
 
 
 def interleaved(ways: dict[str, Callable[[], Any]], reps: int, calls: int) -> dict[str, float]:
-    """Median seconds per call of each way, over interleaved repetitions."""
+    """Median seconds per call of each way, over interleaved repetitions (each
+    warmed first: schemas, validators and caches are not what is measured)."""
     for fn in ways.values():
         per_call(fn, 50)
     samples: dict[str, list[float]] = {name: [] for name in ways}
