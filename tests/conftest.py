@@ -10,6 +10,8 @@ from hypothesis import HealthCheck, settings
 
 from worker_runtime import Runtime, RuntimeConfig
 
+from .support.openai_stub import Stub, run_stub
+
 settings.register_profile("dev", max_examples=50, deadline=None)
 settings.register_profile(
     "ci", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -25,3 +27,10 @@ def runtime() -> Iterator[Runtime]:
         yield rt
     finally:
         rt.close()
+
+
+@pytest.fixture
+def stub() -> Iterator[Stub]:
+    """A chat-completions stub server on loopback (the LLM engine's tests)."""
+    with run_stub() as running:
+        yield running

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from worker_runtime import Runtime, commands
+from worker_runtime import commands
 from worker_runtime.domain import WorkerIntent
 from worker_runtime.engines.command import TRUNCATED, _BoundedOutput
 from worker_runtime.testing import wait_for_run_end, wait_until
@@ -22,10 +22,10 @@ from worker_runtime.testing import wait_for_run_end, wait_until
 from .support.engine_support import (
     alive,
     create,
-    open_runtime,
     read_pids,
     reply,
     run_once,
+    runtimes,
     send,
     zombie_children,
 )
@@ -55,16 +55,8 @@ while True:
 @pytest.fixture
 def make(tmp_path: Path) -> Iterator[Any]:
     """``make(profiles, **config)`` opens a runtime on those profiles; closed after the test."""
-    opened: list[Runtime] = []
-
-    def _make(profiles: dict[str, Any], **config: Any) -> Runtime:
-        rt = open_runtime(tmp_path, profiles, **config)
-        opened.append(rt)
-        return rt
-
-    yield _make
-    for rt in opened:
-        rt.close()
+    with runtimes(tmp_path) as open_:
+        yield open_
     _kill_leftovers(tmp_path)
 
 

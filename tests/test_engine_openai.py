@@ -17,16 +17,7 @@ from worker_runtime.engines.openai_chat import build_messages
 from worker_runtime.testing import wait_for_run_end, wait_until
 
 from .support.engine_support import create, open_runtime, reply, run_once, send
-from .support.openai_stub import Stub, run_stub
-
-KEY = "sk-test-0123456789abcdefSECRET"
-KEY_ENV = "WR_TEST_OPENAI_KEY"
-
-
-@pytest.fixture
-def stub() -> Iterator[Stub]:
-    with run_stub() as running:
-        yield running
+from .support.openai_stub import KEY, KEY_ENV, Stub
 
 
 @pytest.fixture

@@ -13,37 +13,21 @@ from typing import Any
 
 import pytest
 
-from worker_runtime import Runtime, commands
+from worker_runtime import commands
 from worker_runtime.testing import wait_for_event, wait_for_run_end, wait_until
 
-from .support.engine_support import create, open_runtime, reply, run_once, send
-from .support.openai_stub import Stub, run_stub
+from .support.engine_support import create, reply, run_once, runtimes, send
+from .support.openai_stub import KEY, KEY_ENV, Stub
 
-KEY = "sk-test-0123456789abcdefSECRET"
-KEY_ENV = "WR_TEST_OPENAI_KEY"
 GRACE_WARNING = "did not stop within the grace period"
-
-
-@pytest.fixture
-def stub() -> Iterator[Stub]:
-    with run_stub() as running:
-        yield running
 
 
 @pytest.fixture
 def open_rt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """``open_rt(profiles, **config)``: a runtime on those profiles, closed after the test."""
     monkeypatch.setenv(KEY_ENV, KEY)
-    opened: list[Runtime] = []
-
-    def _open(profiles: dict[str, Any], **config: Any) -> Runtime:
-        rt = open_runtime(tmp_path, profiles, **config)
-        opened.append(rt)
-        return rt
-
-    yield _open
-    for rt in opened:
-        rt.close()
+    with runtimes(tmp_path) as open_:
+        yield open_
 
 
 def llm(base_url: str, model: str = "echo", **settings: Any) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import contextlib
 import json
 import os
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,24 @@ def open_runtime(tmp_path: Path, profiles: Mapping[str, Any], **config: Any) -> 
     """A memory-store runtime whose named profiles are ``profiles``."""
     path = write_profiles(tmp_path, profiles)
     return Runtime.open(RuntimeConfig(runtime_id="rt-eng", profiles_path=path, **config))
+
+
+@contextlib.contextmanager
+def runtimes(tmp_path: Path) -> Iterator[Callable[..., Runtime]]:
+    """``open(profiles, **config)``: runtimes on profiles files in ``tmp_path``,
+    every one closed when the block ends (the engine tests' fixtures)."""
+    opened: list[Runtime] = []
+
+    def _open(profiles: Mapping[str, Any], **config: Any) -> Runtime:
+        rt = open_runtime(tmp_path, profiles, **config)
+        opened.append(rt)
+        return rt
+
+    try:
+        yield _open
+    finally:
+        for rt in opened:
+            rt.close()
 
 
 def create(rt: Runtime, profile: str, intent: WorkerIntent | None = None) -> str:

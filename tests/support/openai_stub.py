@@ -216,6 +216,11 @@ def _completion(content: str) -> dict[str, Any]:
     }
 
 
+KEY = "sk-test-0123456789abcdefSECRET"
+"""The API key the engine tests give the engine (in ``KEY_ENV``)."""
+KEY_ENV = "WR_TEST_OPENAI_KEY"
+
+
 @contextmanager
 def run_stub() -> Iterator[Stub]:
     """Serve the stub on ``127.0.0.1`` on a free port until the block ends."""
