@@ -159,8 +159,8 @@ def filled_runtime(store_kind: str, data_dir: str | None, others: int, mine: int
     rt.dispatch(c.CreateWorker(worker_id="W"))  # a filter names a worker that exists
     first = rt.dispatch(c.GetRuntime()).last_event_id + 1
     store = rt.store
-    if store_kind == "fs":  # reopen the directory's store on its own
-        rt.close()
+    rt.close()  # the events are written behind no runtime's back
+    if store_kind == "fs":  # the directory's store, opened on its own
         store = open_store(config, lambda prefix: f"{prefix}-{secrets.token_hex(8)}")
         store.load()
     total = others + mine
@@ -180,7 +180,7 @@ def filled_runtime(store_kind: str, data_dir: str | None, others: int, mine: int
         if n % 5000 == 0:
             store.sync()
     store.sync()
-    if store_kind != "fs":
+    if store_kind != "fs":  # nothing outlives a memory store but the object itself
         return Runtime.open(config, store=store)
     store.close()
     return Runtime.open(config)
