@@ -119,6 +119,23 @@ def test_create_duplicate_is_409(c: testing.TestClient) -> None:
     assert (result.status_code, error_code(result)) == (409, "worker_exists")
 
 
+def test_a_keyed_create_replays_after_its_worker_was_deleted(c: testing.TestClient) -> None:
+    """As docs/http-api.md says (and why schemathesis's resource check is off):
+    the key's first answer is replayed while the key is kept, and no second
+    worker is created; a new key creates anew."""
+    first = create(c, {}, **{"Idempotency-Key": "k-1"})
+    worker_id = first.json["worker"]["worker_id"]
+    c.simulate_post(f"/v1/workers/{worker_id}/stop", headers=AUTH)
+    assert c.simulate_delete(f"/v1/workers/{worker_id}", headers=AUTH).status_code == 200
+    again = create(c, {}, **{"Idempotency-Key": "k-1"})
+    assert (again.status_code, again.json) == (201, first.json)
+    gone = c.simulate_get(f"/v1/workers/{worker_id}", headers=AUTH)
+    assert (gone.status_code, error_code(gone)) == (404, "worker_not_found")
+    fresh = create(c, {}, **{"Idempotency-Key": "k-2"})
+    assert fresh.status_code == 201
+    assert fresh.json["worker"]["worker_id"] != worker_id
+
+
 def test_list_workers_pages_in_creation_order(c: testing.TestClient, conf: Conformance) -> None:
     for name in ("a", "b", "c"):
         create(c, {"worker_id": name})

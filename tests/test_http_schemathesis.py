@@ -3,7 +3,7 @@
 Runs in ``tox -e schemathesis`` (which sets ``REQUIRE_SCHEMATHESIS``, so a
 missing schemathesis fails there instead of skipping); skipped elsewhere when
 schemathesis is not installed, as in the main test env. Every check
-(``--checks all``) on positive and negative data (``--mode all``) through the
+(``--checks all``, but the one that idempotent replays defeat, see below) on positive and negative data (``--mode all``) through the
 examples, coverage, fuzzing and stateful phases: no server error, every response
 matches its documented status, schema, content type and headers, schema-valid
 requests are accepted and schema-invalid ones refused. The few refusals of a
@@ -71,6 +71,14 @@ def test_schemathesis_finds_no_failure_with_every_check(tmp_path: Path) -> None:
                 f"Authorization: Bearer {TOKEN}",
                 "--checks",
                 "all",
+                # A create repeated with an Idempotency-Key replays its first
+                # answer, by design (retries are safe), also after that worker
+                # was deleted; generated keys repeat across the stateful phase's
+                # scenarios (create K, stop, delete; create K, get: 404), so
+                # "the created resource is found" cannot hold. (On the command
+                # line: --checks all overrides the config file's checks.)
+                "--exclude-checks",
+                "ensure_resource_availability",
                 "--mode",
                 "all",
                 "--max-examples",
