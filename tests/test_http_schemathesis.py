@@ -3,10 +3,11 @@
 Runs in ``tox -e schemathesis`` (which sets ``REQUIRE_SCHEMATHESIS``, so a
 missing schemathesis fails there instead of skipping); skipped elsewhere when
 schemathesis is not installed, as in the main test env. Every check
-(``--checks all``, but the one that idempotent replays defeat, see below) on positive and negative data (``--mode all``) through the
-examples, coverage, fuzzing and stateful phases: no server error, every response
-matches its documented status, schema, content type and headers, schema-valid
-requests are accepted and schema-invalid ones refused. The few refusals of a
+(``--checks all``, but the one idempotent replays defeat, see below) on positive
+and negative data (``--mode all``) through the examples, coverage, fuzzing and
+stateful phases: no server error, every response matches its documented status,
+schema, content type and headers, schema-valid requests are accepted and
+schema-invalid ones refused. The few refusals of a
 schema-valid request that depend on state (a name that does not exist) are
 listed, per operation, in ``tests/schemathesis.toml``.
 
