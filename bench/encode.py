@@ -6,8 +6,9 @@ A 100-entry transcript page and a 100-event page are made by a real runtime
 - ``dumps``: ``json.dumps`` of the page's JSON data, already plain dicts (the floor);
 - ``encode``: ``to_json`` (the generated per-class encoders) then ``json.dumps``,
   what the HTTP adapter does for an answer that is not cached;
-- ``generic``: the old generic ``to_json`` walk (kept in ``tests/support``) then
-  ``json.dumps``, for the before/after comparison.
+- ``generic``: the old generic ``to_json`` walk (kept as
+  ``worker_runtime.testing.reference_to_json``) then ``json.dumps``, for the
+  before/after comparison.
 
 The figure is encode ÷ dumps (goal ≤ 1.5), printed with generic ÷ dumps.
 
@@ -34,10 +35,10 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tests.support.reference_codec import reference_to_json
 from worker_runtime import Runtime, RuntimeConfig
 from worker_runtime import commands as c
 from worker_runtime.codec import to_json
+from worker_runtime.testing import reference_to_json
 
 GOAL = 1.5
 

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from bench.servers import ServerProcess, python_load
-from tests.support.fs_support import NOW, worker_record
 from worker_runtime.domain import (
     Diagnostic,
     Event,
@@ -30,6 +29,7 @@ from worker_runtime.domain import (
 )
 from worker_runtime.stores import IdempotencyRecord, MemoryStore
 from worker_runtime.stores.fs.layout import Layout, dump, runtime_envelope, worker_envelope
+from worker_runtime.testing import NOW, worker_record
 from worker_runtime.wire import to_json
 
 REPO = Path(__file__).resolve().parent.parent

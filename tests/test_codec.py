@@ -17,9 +17,9 @@ from worker_runtime import domain as d
 from worker_runtime import results as r
 from worker_runtime.codec import from_json, to_json
 from worker_runtime.commands import RESULT_TYPES
+from worker_runtime.testing import reference_to_json
 
 from .support import strategies
-from .support.reference_codec import reference_to_json
 
 RECORDS = (d.WorkerRecord, d.Event, d.Diagnostic, d.TranscriptEntry, d.Run, d.RuntimeRecord)
 values = st.one_of(

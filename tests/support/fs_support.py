@@ -15,17 +15,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from worker_runtime import Runtime, RuntimeConfig
+from worker_runtime import Runtime, RuntimeConfig, testing
 from worker_runtime.clock import new_id
-from worker_runtime.domain import ProfileSelector, WorkerIntent, WorkerRecord, WorkerStatus
+from worker_runtime.domain import WorkerRecord
 from worker_runtime.engines import Engine
 from worker_runtime.profiles import Profile, ProfileRegistry
 from worker_runtime.stores.fs import FsStore
 from worker_runtime.stores.fs.fileops import FileOps
+from worker_runtime.testing import NOW as NOW  # the suite's fixed time, re-exported
 
 RUNTIME_ID = "rt-fs"
 REPO = Path(__file__).resolve().parents[2]
-NOW = "2024-01-01T00:00:00.000Z"
 
 
 def fs_config(data_dir: Path, **changes: Any) -> RuntimeConfig:
@@ -56,32 +56,10 @@ def _same(engine: Engine, settings: Mapping[str, Any]) -> Engine:
     return engine
 
 
-def worker_record(
-    worker_id: str = "w",
-    *,
-    runtime_id: str = RUNTIME_ID,
-    status: WorkerStatus = WorkerStatus.IDLE,
-    display_name: str | None = None,
-    transcript_len: int = 0,
-    last_event_id: int = 0,
-) -> WorkerRecord:
-    """A plain worker record (no intent, profile, bundle or refs) stamped ``NOW``."""
-    return WorkerRecord(
-        runtime_id=runtime_id,
-        worker_id=worker_id,
-        display_name=display_name,
-        status=status,
-        intent=WorkerIntent(),
-        profile=ProfileSelector(),
-        config_bundle=None,
-        requested_capabilities=(),
-        workspace_refs=(),
-        mount_refs=(),
-        created_at=NOW,
-        updated_at=NOW,
-        transcript_len=transcript_len,
-        last_event_id=last_event_id,
-    )
+def worker_record(worker_id: str = "w", **fields: Any) -> WorkerRecord:
+    """:func:`worker_runtime.testing.worker_record` in this suite's runtime (``RUNTIME_ID``)."""
+    fields.setdefault("runtime_id", RUNTIME_ID)
+    return testing.worker_record(worker_id, **fields)
 
 
 def runtime_dir(data_dir: Path, runtime_id: str = RUNTIME_ID) -> Path:
