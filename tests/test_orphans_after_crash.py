@@ -19,7 +19,7 @@ from worker_runtime.testing import wait_until
 
 from .support.engine_support import alive, kill_all_with_env, processes_with_env
 from .support.fs_support import child, read_line
-from .test_engine_process_hardening import TREE, announced
+from .support.process_tree import TREE, announced
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc")
 
