@@ -5,3 +5,6 @@
 Browsers must go through the Backend: the API refuses any request with an
 ``Origin`` header.
 """
+
+# The package itself exports nothing: its modules are the API.
+__all__: list[str] = []
