@@ -11,8 +11,9 @@ import pytest
 
 from worker_runtime import Runtime, RuntimeConfig, commands, wire
 from worker_runtime.domain import CapabilityRequest, ProfileSelector
+from worker_runtime.engines import ENGINES, EchoEngine
 from worker_runtime.errors import ConfigError, UnknownProfile, UnsupportedCapability
-from worker_runtime.profiles import Profile
+from worker_runtime.profiles import Profile, ProfileRegistry
 from worker_runtime.profiles_file import load_profiles, parse_profiles
 
 from .support.engine_support import create, reply, run_once
@@ -237,3 +238,47 @@ def test_runtime_lists_every_registered_engine_even_unused() -> None:
         info = runtime.dispatch(commands.GetRuntime())
     assert [p.name for p in info.profiles] == ["echo"]
     assert info.engines == ("command", "echo", "openai_chat")
+
+
+class CountedEngine(EchoEngine):
+    """The echo engine, counting how many were built and closed."""
+
+    built = 0
+    closed = 0
+
+    def __init__(self) -> None:
+        super().__init__()
+        type(self).built += 1
+
+    def close(self) -> None:
+        type(self).closed += 1
+
+
+def test_start_up_builds_each_engine_of_the_file_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(CountedEngine, "built", 0)
+    monkeypatch.setitem(ENGINES, "counted", lambda settings: CountedEngine())
+    path = write(tmp_path, {"profiles": {"a": {"engine": "counted"}, "b": {"engine": "counted"}}})
+    with Runtime.open(RuntimeConfig(profiles_path=path)) as runtime:
+        assert CountedEngine.built == 2  # one per profile, by the registry the runtime keeps
+        worker = create(runtime, "a")
+        assert run_once(runtime, worker, "hi").type == "run_completed"
+    assert CountedEngine.built == 2
+
+
+def test_a_registry_that_cannot_build_an_engine_closes_those_it_built(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(CountedEngine, "built", 0)
+    monkeypatch.setattr(CountedEngine, "closed", 0)
+    profiles = [
+        Profile(name="first", kind="named", engine="mine"),
+        Profile(name="second", kind="named", engine="theirs"),
+    ]
+    with pytest.raises(ConfigError) as raised:
+        ProfileRegistry(profiles, engines={"mine": lambda settings: CountedEngine()})
+    # The one unknown-engine check knows the registry's own engines too.
+    assert raised.value.message.startswith("profile 'second': unknown engine 'theirs' (known: ")
+    assert "mine" in raised.value.message
+    assert (CountedEngine.built, CountedEngine.closed) == (1, 1)

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .domain import ProfileSelector
-from .engines import ENGINES, Engine, EngineFactory, build_engine
-from .errors import UnknownProfile
+from .engines import ENGINES, Engine, EngineFactory
+from .errors import ConfigError, UnknownProfile
 
 __all__ = ["DEFAULT_PROFILE", "Profile", "ProfileRegistry"]
 
@@ -35,7 +35,8 @@ BUILTIN_PROFILES = (Profile(name="echo", kind="builtin", engine="echo"),)
 
 
 class ProfileRegistry:
-    """Resolves profile selectors to profiles and builds one engine per profile.
+    """Resolves profile selectors to profiles and builds one engine per profile
+    (the one place engines are built; ``ConfigError`` names the profile).
 
     ``engines`` adds engine factories (by engine name) beside the built-in
     ``ENGINES`` registry, for this registry only: how an embedding
@@ -47,17 +48,28 @@ class ProfileRegistry:
     ) -> None:
         self._builtin = {p.name: p for p in BUILTIN_PROFILES}
         self._named = {p.name: p for p in named}
-        extra = dict(engines or {})
-        self._engine_names = sorted({*ENGINES, *extra})
+        self._factories: dict[str, EngineFactory] = {**ENGINES, **(engines or {})}
+        self._engine_names = sorted(self._factories)
         self._engines: dict[tuple[str, str], Engine] = {}
-        # Build every engine up front so a bad setting fails at start-up.
-        for profile in self.all():
-            factory = extra.get(profile.engine)
-            self._engines[(profile.kind, profile.name)] = (
-                factory(profile.settings)
-                if factory is not None
-                else build_engine(profile.engine, profile.settings)
-            )
+        # Every engine is built here, once and up front, so a bad setting fails at
+        # start-up; those already built are closed if a later one cannot be.
+        try:
+            for profile in self.all():
+                self._engines[(profile.kind, profile.name)] = self._build(profile)
+        except BaseException:
+            self.close()
+            raise
+
+    def _build(self, profile: Profile) -> Engine:
+        """``profile``'s engine; ``ConfigError`` naming the profile and the fault."""
+        try:
+            factory = self._factories.get(profile.engine)
+            if factory is None:
+                known = ", ".join(self._engine_names)
+                raise ConfigError(f"unknown engine {profile.engine!r} (known: {known})")
+            return factory(profile.settings)
+        except ConfigError as exc:
+            raise ConfigError(f"profile {profile.name!r}: {exc.message}") from None
 
     def all(self) -> list[Profile]:
         return [*self._builtin.values(), *self._named.values()]

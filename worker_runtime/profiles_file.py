@@ -10,9 +10,10 @@ JSON, or TOML when the file name ends in ``.toml``::
 
 Each profile has an ``engine``, an optional ``timeout_s`` (else the runtime
 default), optional ``capabilities`` it offers, and the engine's settings. The
-file is checked against ``schemas/profiles.json`` and every engine is built
-once, so a bad file stops start-up with a :class:`ConfigError` naming the
-file, the profile and the fault.
+file is checked against ``schemas/profiles.json``, then the profile registry
+builds every engine (once: the runtime keeps that registry), so a bad file
+stops start-up with a :class:`ConfigError` naming the file, the profile and
+the fault.
 """
 
 from __future__ import annotations
@@ -27,42 +28,58 @@ from typing import Any
 import jsonschema
 from jsonschema.exceptions import best_match
 
-from .engines import ENGINES, build_engine
 from .errors import ConfigError
-from .profiles import Profile
+from .profiles import Profile, ProfileRegistry
 
-__all__ = ["COMMON_KEYS", "load_profiles", "parse_profiles"]
+__all__ = ["COMMON_KEYS", "load_profiles", "load_registry", "parse_profiles"]
 
 COMMON_KEYS = frozenset({"engine", "timeout_s", "capabilities", "description"})
 """Keys every profile may have; the rest are the engine's settings."""
 
 
+def load_registry(path: str) -> ProfileRegistry:
+    """The builtin profiles and those of the file at ``path``, every engine built:
+    what a runtime starts with. ``ConfigError`` if the file is bad."""
+    return _registry(_parse(_read(path), path), path)
+
+
 def load_profiles(path: str) -> list[Profile]:
-    """The named profiles in the file at ``path``; ``ConfigError`` if it is bad."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as exc:
-        raise ConfigError(f"profiles file {path}: cannot read it: {exc.strerror or exc}") from None
-    return parse_profiles(raw, path)
+    """The named profiles in the file at ``path``, checked as start-up checks
+    them; ``ConfigError`` if it is bad."""
+    return parse_profiles(_read(path), path)
 
 
 def parse_profiles(raw: bytes, path: str) -> list[Profile]:
-    """Parse and check the bytes of a profiles file; ``path`` names it in errors
-    and picks the format (TOML for ``.toml``, else JSON)."""
+    """Parse and check the bytes of a profiles file (their registry is built, then
+    closed); ``path`` names it in errors and picks the format (TOML for ``.toml``,
+    else JSON)."""
+    profiles = _parse(raw, path)
+    _registry(profiles, path).close()
+    return profiles
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise ConfigError(f"profiles file {path}: cannot read it: {exc.strerror or exc}") from None
+
+
+def _parse(raw: bytes, path: str) -> list[Profile]:
     document = _decode(raw, path)
     error = best_match(_validator().iter_errors(document))
     if error is not None:
         raise ConfigError(_schema_message(path, list(error.absolute_path), error.message))
-    profiles = []
-    for name, entry in document["profiles"].items():
-        try:
-            profile = _profile(name, entry)
-            build_engine(profile.engine, profile.settings).close()
-        except ConfigError as exc:
-            raise ConfigError(f"profiles file {path}: profile {name!r}: {exc.message}") from None
-        profiles.append(profile)
-    return profiles
+    return [_profile(name, entry) for name, entry in document["profiles"].items()]
+
+
+def _registry(profiles: list[Profile], path: str) -> ProfileRegistry:
+    """The registry builds (and so checks) every engine; its faults name the profile."""
+    try:
+        return ProfileRegistry(profiles)
+    except ConfigError as exc:
+        raise ConfigError(f"profiles file {path}: {exc.message}") from None
 
 
 def _decode(raw: bytes, path: str) -> Any:
@@ -95,14 +112,10 @@ def _schema_message(path: str, where: list[str | int], fault: str) -> str:
 
 
 def _profile(name: str, entry: Mapping[str, Any]) -> Profile:
-    engine = entry["engine"]
-    if engine not in ENGINES:
-        known = ", ".join(sorted(ENGINES))
-        raise ConfigError(f"unknown engine {engine!r} (known: {known})")
     return Profile(
         name=name,
         kind="named",
-        engine=engine,
+        engine=entry["engine"],
         timeout_s=entry.get("timeout_s"),
         capabilities=frozenset(entry.get("capabilities", ())),
         settings={k: v for k, v in entry.items() if k not in COMMON_KEYS},

@@ -19,8 +19,8 @@ from .dispatcher import Dispatcher
 from .domain import Event
 from .follow import follow_events
 from .handlers import HANDLERS, Context
-from .profiles import Profile, ProfileRegistry
-from .profiles_file import load_profiles
+from .profiles import ProfileRegistry
+from .profiles_file import load_registry
 from .runs import RunLifecycle
 from .state import StateTable
 from .stores import Store, open_store
@@ -76,7 +76,8 @@ class Runtime:
         """Open a runtime: by default the embedded one (memory store, echo engine)."""
         config = config or RuntimeConfig()
         if profiles is None:
-            profiles = ProfileRegistry(_load_named_profiles(config))
+            path = config.profiles_path
+            profiles = load_registry(path) if path else ProfileRegistry()
         if store is None:
             store = open_store(config, new_id)
         return cls(config=config, store=store, profiles=profiles, clock=clock)
@@ -160,7 +161,3 @@ class Runtime:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _load_named_profiles(config: RuntimeConfig) -> list[Profile]:
-    return load_profiles(config.profiles_path) if config.profiles_path else []
