@@ -53,7 +53,7 @@ from .layout import (
     parse_worker,
 )
 from .quarantine import Problems, move_aside, quarantined_workers
-from .scan import Recovery, journal_lines, linked, record_files, report, tombstones_of
+from .scan import Scan, journal_lines, linked, record_files, report, tombstones_of
 from .tombstones import is_deleted, remove_tree, tombstone_name, tombstones
 
 __all__ = ["Loaded", "load"]
@@ -93,7 +93,7 @@ class _Skip(Exception):
 
 def load(layout: Layout, ops: FileOps) -> Loaded:
     """Open every file of ``layout`` (the caller holds its lock)."""
-    recovery = Recovery(layout, ops)
+    recovery = Scan(layout, ops)
     journal = open_journal(layout, ops)
     envelopes, stale = _committed(recovery, journal)
     compacting = _compacting(envelopes.get(RUNTIME), recovery.shared["idempotency"], stale)
@@ -144,7 +144,7 @@ def load(layout: Layout, ops: FileOps) -> Loaded:
 
 
 def _committed(
-    recovery: Recovery, journal: JsonlLog[dict[str, Any]]
+    recovery: Scan, journal: JsonlLog[dict[str, Any]]
 ) -> tuple[dict[str, Any], set[str]]:
     """Every committed record envelope by key, and the keys whose record file is
     older than that; opens every log on the way (a commit line counts only if
@@ -177,7 +177,7 @@ def _committed(
     return envelopes, {key for line in older + lines for key in line["records"]}
 
 
-def _restore(recovery: Recovery, name: str, worker_id: str, envelopes: dict[str, Any]) -> None:
+def _restore(recovery: Scan, name: str, worker_id: str, envelopes: dict[str, Any]) -> None:
     """Undo the delete of a flush that never committed: the tombstone becomes the
     worker's directory again (a new worker's files under the id, begun by that
     same flush, are moved aside first)."""
@@ -262,7 +262,7 @@ def _settle(
 
 
 def _settle_events(
-    recovery: Recovery, ends: dict[str, int] | None, stale: set[str]
+    recovery: Scan, ends: dict[str, int] | None, stale: set[str]
 ) -> tuple[JsonlLog[Event], int, list[Event]]:
     """The event log cut back to its commit, the id before its first line, and a
     placeholder for each cut event: a reader may have seen those ids (reads see
@@ -294,7 +294,7 @@ def _lost(event_id: int, now: str) -> Event:
 
 
 def _settle_workers(
-    recovery: Recovery, envelopes: dict[str, Any], events: JsonlLog[Event], events_base: int
+    recovery: Scan, envelopes: dict[str, Any], events: JsonlLog[Event], events_base: int
 ) -> dict[str, tuple[WorkerFiles, WorkerRecord]]:
     layout, ops, problems = recovery.layout, recovery.ops, recovery.problems
     workers: dict[str, tuple[WorkerFiles, WorkerRecord]] = {}
@@ -331,7 +331,7 @@ def _settle_workers(
 
 
 def _settle_worker_events(
-    recovery: Recovery,
+    recovery: Scan,
     workers: dict[str, tuple[WorkerFiles, WorkerRecord]],
     committed: dict[str, int | None],
     events: JsonlLog[Event],

@@ -18,7 +18,7 @@ __all__ = [
     "CODES",
     "SHARED",
     "Problems",
-    "Recovery",
+    "Scan",
     "journal_lines",
     "linked",
     "record_files",
@@ -30,8 +30,9 @@ SHARED = ("events", "diagnostics", "idempotency")
 CODES = {"torn": "store_torn_tail", "corrupt": "store_corrupt", "index": "store_index_rebuilt"}
 
 
-class Recovery:
-    """The files as found, then cut back to the committed state."""
+class Scan:
+    """The files as found at start-up, then cut back to the committed state
+    (``load.py`` decides; a log's own torn-tail repair is ``recovery.py``'s)."""
 
     def __init__(self, layout: Layout, ops: FileOps) -> None:
         self.layout, self.ops = layout, ops
