@@ -143,6 +143,16 @@ def test_every_module_of_a_package_has_its_layer(package: ModuleType, contract: 
     assert top == layered(contract)
 
 
+def test_the_runs_package_docstring_names_each_of_its_modules() -> None:
+    from worker_runtime import runs
+
+    modules = {m.name for m in pkgutil.iter_modules(runs.__path__)}
+    assert {"lifecycle", "queue", "recovery"} <= modules
+    assert runs.__doc__ is not None
+    listed = set(re.findall(r"^- ``(\w+)`` — ", runs.__doc__, re.M))
+    assert listed == modules
+
+
 def imports_from_the_package(*documents: Path) -> set[str]:
     """Every name the documents' python blocks import with ``from worker_runtime import``."""
     names: set[str] = set()
