@@ -32,7 +32,7 @@ def test_the_readme_starts_with_the_two_commands() -> None:
 
 def test_the_readme_is_read_in_five_minutes() -> None:
     lines = (ROOT / "README.md").read_text("utf-8").splitlines()
-    assert len(lines) <= 180, len(lines)
+    assert len(lines) <= 160, len(lines)
 
 
 def test_the_readme_links_every_docs_page() -> None:
