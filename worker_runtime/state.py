@@ -422,6 +422,21 @@ class StateTable:
         )
         return record, entry
 
+    def announce(
+        self,
+        record: WorkerRecord,
+        type_: str,
+        run_id: str | None = None,
+        data: dict[str, str | int | None] | None = None,
+        **changes: Any,
+    ) -> Event:
+        """Emit event ``type_`` about ``record``'s worker and save the worker with
+        ``changes`` and that event as its last (lock held): the "emit, then save"
+        of every change a worker's record shows."""
+        event = self._event(type_, record.worker_id, run_id, data or {}, None)
+        self.save_worker(record, **changes, last_event_id=event.event_id)
+        return event
+
     # -- stopping workers --------------------------------------------------------
 
     def is_stopping(self, worker_id: str) -> bool:

@@ -124,15 +124,14 @@ class RunLifecycle:
             run, pending=PendingInput(kind=InputKind(role.value), content=content)
         )
         self._store.put_run(record.worker_id, run)
-        event = self._state.emit(
-            "run_queued", record.worker_id, run.run_id, position=len(record.queued)
-        )
-        self._state.save_worker(
+        event = self._state.announce(
             record,
+            "run_queued",
+            run.run_id,
+            {"position": len(record.queued)},
             queued=(*record.queued, run.run_id),
             status=WorkerStatus.RUNNING,
             usage=usage,
-            last_event_id=event.event_id,
         )
         return Accepted(
             run_id=run.run_id, event_id=event.event_id, transcript_sequence=None, queued=True
@@ -233,8 +232,7 @@ class RunLifecycle:
                 record.active_run, status=RunStatus.RUNNING, started_at=self._clock.now()
             )
             self._store.put_run(job.worker_id, run)
-            event = self._state.emit("run_started", job.worker_id, job.run_id)
-            self._state.save_worker(record, active_run=run, last_event_id=event.event_id)
+            self._state.announce(record, "run_started", job.run_id, active_run=run)
             self._timers.add_deadline(self._clock.monotonic() + job.timeout_s, job)
         return True
 
@@ -278,68 +276,91 @@ class RunLifecycle:
         if record is None:
             return None
         assert record.active_run is not None
-        state = self._state
         job = self._pool.active(worker_id)
-        if job is not None and job.run_id != run_id:
-            job = None
-        if reply is None and job is not None and job.drain is not None:
+        if reply is None and job is not None and job.run_id == run_id and job.drain is not None:
             reply = job.drain()
-        chars = len(reply or "")
-        run = dataclasses.replace(
+        event_id = self._end(
+            record,
             record.active_run,
-            status=status,
-            finished_at=self._clock.now(),
-            error=error,
-            output_chars=chars,
+            status,
+            error,
+            reply=reply,
+            status=status_after(record, active=False, queued=record.queued),
+            active_run=None,
+            last_error=error if status is not RunStatus.COMPLETED else record.last_error,
         )
-        usage_field = USAGE_FIELD[status]
-        usage = dataclasses.replace(
-            record.usage,
-            **{usage_field: getattr(record.usage, usage_field) + 1},
-            output_chars=record.usage.output_chars + chars,
-        )
-        data: dict[str, str | int | None] = {"status": status.value, "error": error}
-        changes: dict[str, Any] = {
-            "status": status_after(record, active=False, queued=record.queued),
-            "active_run": None,
-            "last_error": error if status is not RunStatus.COMPLETED else record.last_error,
-        }
-        if reply:
-            run = dataclasses.replace(run, reply_sequence=record.transcript_len)
-        # The run record first: if the store refuses it, nothing has changed yet
-        # and the run stays active (its deadline finalizes it later).
-        self._store.put_run(worker_id, run)
-        if reply:
-            data["reply_sequence"] = record.transcript_len
-            data["output_chars"] = chars
-            _, entry = state.append_entry(
-                record,
-                event=f"run_{status.value}",
-                data=data,
-                role=Role.ASSISTANT,
-                content=reply,
-                run_id=run_id,
-                usage=usage,
-                last_run=run,
-                **changes,
-            )
-            event_id = entry.event_id
-        else:
-            event = state.emit(f"run_{status.value}", worker_id, run_id, **data)
-            state.save_worker(
-                record, last_run=run, usage=usage, last_event_id=event.event_id, **changes
-            )
-            event_id = event.event_id
-        state.count_finished(status)
-        if status in (RunStatus.FAILED, RunStatus.INTERRUPTED):
-            severity = Severity.ERROR if status is RunStatus.FAILED else Severity.WARNING
-            state.diagnose(severity, f"run_{status.value}", f"run {run_id}: {error}", worker_id)
         job = self._pool.pop(worker_id, run_id)
         if job is not None:
             job.final_event_id = event_id
             job.final_status = status
         if advance:
             self._advance(worker_id)
+        return event_id
+
+    def _end(
+        self,
+        record: WorkerRecord,
+        run: Run,
+        ending: RunStatus,
+        error: str | None,
+        *,
+        reply: str | None = None,
+        **changes: Any,
+    ) -> int:
+        """Record ``run``'s end as ``ending`` (lock held), the one sequence every ending shares:
+        the final run record, then its reply entry (if any) or its final event,
+        the worker saved with its usage and ``changes``, the finished count, a
+        diagnostic for a failure. Returns the final event's id."""
+        state = self._state
+        chars = len(reply or "")
+        run = dataclasses.replace(
+            run,
+            status=ending,
+            finished_at=self._clock.now(),
+            error=error,
+            output_chars=chars,
+            pending=None,
+            reply_sequence=record.transcript_len if reply else None,
+        )
+        counter = USAGE_FIELD[ending]
+        usage = dataclasses.replace(
+            record.usage,
+            **{counter: getattr(record.usage, counter) + 1},
+            output_chars=record.usage.output_chars + chars,
+        )
+        data: dict[str, str | int | None] = {"status": ending.value, "error": error}
+        # The run record first: if the store refuses it, nothing has changed yet
+        # and the run stays active (its deadline finalizes it later).
+        self._store.put_run(record.worker_id, run)
+        if reply:
+            data.update(reply_sequence=record.transcript_len, output_chars=chars)
+            _, entry = state.append_entry(
+                record,
+                event=f"run_{ending.value}",
+                data=data,
+                role=Role.ASSISTANT,
+                content=reply,
+                run_id=run.run_id,
+                usage=usage,
+                last_run=run,
+                **changes,
+            )
+            event_id = entry.event_id
+        else:
+            event_id = state.announce(
+                record,
+                f"run_{ending.value}",
+                run.run_id,
+                data,
+                last_run=run,
+                usage=usage,
+                **changes,
+            ).event_id
+        state.count_finished(ending)
+        if ending in (RunStatus.FAILED, RunStatus.INTERRUPTED):
+            severity = Severity.ERROR if ending is RunStatus.FAILED else Severity.WARNING
+            message = f"run {run.run_id}: {error}"
+            state.diagnose(severity, f"run_{ending.value}", message, record.worker_id)
         return event_id
 
     def _conclude(
@@ -449,29 +470,17 @@ class RunLifecycle:
     def _cancel_queued(self, record: WorkerRecord, run_id: str, why: str) -> Ended:
         """End queued run ``run_id`` ``cancelled``: it never starts, its input never
         enters the transcript (lock held)."""
-        worker_id, state = record.worker_id, self._state
         queued = without(record.queued, run_id)
-        stored = self._store.get_run(worker_id, run_id)
-        run = dataclasses.replace(
-            stored or Run(run_id=run_id, status=RunStatus.QUEUED),
-            status=RunStatus.CANCELLED,
-            finished_at=self._clock.now(),
-            error=why,
-            pending=None,
-        )
-        self._store.put_run(worker_id, run)
-        event = state.emit("run_cancelled", worker_id, run_id, status="cancelled", error=why)
-        state.count_finished(RunStatus.CANCELLED)
-        usage = dataclasses.replace(record.usage, runs_cancelled=record.usage.runs_cancelled + 1)
-        state.save_worker(
+        stored = self._store.get_run(record.worker_id, run_id)
+        event_id = self._end(
             record,
+            stored or Run(run_id=run_id, status=RunStatus.QUEUED),
+            RunStatus.CANCELLED,
+            why,
             queued=queued,
             status=status_after(record, active=record.active_run is not None, queued=queued),
-            last_run=run,
-            usage=usage,
-            last_event_id=event.event_id,
         )
-        return Ended(run_id=run_id, status=RunStatus.CANCELLED, event_id=event.event_id)
+        return Ended(run_id=run_id, status=RunStatus.CANCELLED, event_id=event_id)
 
     def clear_queue(self, worker_id: str, reason: str | None) -> list[str]:
         """Cancel every queued run of the worker, oldest first (a stop; lock held)."""
