@@ -12,7 +12,12 @@ import pytest
 from worker_runtime import Runtime, RuntimeConfig, commands, wire
 from worker_runtime.domain import CapabilityRequest, ProfileSelector
 from worker_runtime.engines import ENGINES, EchoEngine
-from worker_runtime.errors import ConfigError, UnknownProfile, UnsupportedCapability
+from worker_runtime.errors import (
+    ConfigError,
+    UnknownProfile,
+    UnsupportedCapability,
+    WorkerRuntimeError,
+)
 from worker_runtime.profiles import Profile, ProfileRegistry
 from worker_runtime.profiles_file import load_profiles, parse_profiles
 
@@ -282,3 +287,17 @@ def test_a_registry_that_cannot_build_an_engine_closes_those_it_built(
     assert raised.value.message.startswith("profile 'second': unknown engine 'theirs' (known: ")
     assert "mine" in raised.value.message
     assert (CountedEngine.built, CountedEngine.closed) == (1, 1)
+
+
+def test_an_open_that_fails_after_building_the_engines_closes_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(CountedEngine, "built", 0)
+    monkeypatch.setattr(CountedEngine, "closed", 0)
+    monkeypatch.setitem(ENGINES, "counted", lambda settings: CountedEngine())
+    path = write(tmp_path, {"profiles": {"a": {"engine": "counted"}}})
+    data_dir = tmp_path / "data"
+    config = RuntimeConfig(profiles_path=path, store="fs", data_dir=str(data_dir), runtime_id="rt")
+    with Runtime.open(config), pytest.raises(WorkerRuntimeError):
+        Runtime.open(config)  # the data directory is owned: the store cannot open
+    assert (CountedEngine.built, CountedEngine.closed) == (2, 2)

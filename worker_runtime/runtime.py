@@ -75,12 +75,18 @@ class Runtime:
     ) -> Runtime:
         """Open a runtime: by default the embedded one (memory store, echo engine)."""
         config = config or RuntimeConfig()
+        built = profiles is None
         if profiles is None:
             path = config.profiles_path
             profiles = load_registry(path) if path else ProfileRegistry()
-        if store is None:
-            store = open_store(config, new_id)
-        return cls(config=config, store=store, profiles=profiles, clock=clock)
+        try:
+            if store is None:
+                store = open_store(config, new_id)
+            return cls(config=config, store=store, profiles=profiles, clock=clock)
+        except BaseException:
+            if built:  # the engines this call built (an HTTP pool, say) end with it
+                profiles.close()
+            raise
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Runtime:
