@@ -138,5 +138,5 @@ def delete_worker(ctx: Context, cmd: c.DeleteWorker) -> r.DeleteAck:
             )
         state.check_available()
         event = state.emit("worker_deleted", cmd.worker_id)
-        state.drop_worker(cmd.worker_id)
+        state.drop_worker(cmd.worker_id, event)
         return r.DeleteAck(worker_ref=state.ref(cmd.worker_id), event_id=event.event_id)
