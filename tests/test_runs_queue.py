@@ -319,11 +319,13 @@ def test_a_wait_held_on_a_worker_is_answered_with_its_deletion(store: str, tmp_p
         (page,) = pages
         assert [(e.type, e.event_id) for e in page.events] == [("worker_deleted", deleted.event_id)]
         assert (page.cursor.next_event_id, page.has_more) == (deleted.event_id + 1, False)
-        # A read from before the delete gets the delete (the worker's earlier
-        # events are in the runtime-wide log only); one past it: not found.
-        assert _types(rt, "w", 1) == [("worker_deleted", deleted.event_id)]
-        with pytest.raises(errors.WorkerNotFound):
-            rt.dispatch(c.ReadEvents(worker_id="w", cursor=deleted.event_id + 1))
+        # Read again from the same cursor: the same answer. From one behind
+        # the worker's other events (in the runtime-wide log only: the delete
+        # alone would hide them) or past the delete: not found.
+        assert _types(rt, "w", cursor) == [("worker_deleted", deleted.event_id)]
+        for behind_or_past in (1, cursor - 1, deleted.event_id + 1):
+            with pytest.raises(errors.WorkerNotFound):
+                rt.dispatch(c.ReadEvents(worker_id="w", cursor=behind_or_past))
 
 
 @pytest.mark.parametrize("store", STORES)
@@ -346,9 +348,15 @@ def test_following_a_worker_ends_after_its_deletion(store: str, tmp_path: Path) 
         thread.join(10)
         assert not thread.is_alive(), "follow did not end"
         assert (seen, failed) == (["worker_deleted"], [])
-        # Too late to see the delete: as for an id that never named a worker.
-        with pytest.raises(errors.WorkerNotFound):
-            next(rt.follow(worker_id="w", cursor=deleted.event_id + 1))
+        # A follower from just before the delete sees it too; one behind the
+        # worker's other events, or past the delete, cannot see the worker to
+        # its end: worker_not_found, as for an id that never named a worker.
+        assert [e.type for e in rt.follow(worker_id="w", cursor=deleted.event_id)] == [
+            "worker_deleted"
+        ]
+        for cursor in (1, deleted.event_id + 1):
+            with pytest.raises(errors.WorkerNotFound):
+                next(rt.follow(worker_id="w", cursor=cursor))
 
 
 @pytest.mark.parametrize("store", STORES)
@@ -366,12 +374,12 @@ def test_a_worker_created_again_never_reads_the_earlier_ones_events(
         created = rt.dispatch(c.CreateWorker(worker_id="w"))
         # Neither the earlier worker's events nor its worker_deleted.
         assert _types(rt, "w", 1) == [("worker_created", created.last_event_id)]
-        assert _types(rt, "gone", 1) == [("worker_deleted", gone.event_id)]
+        assert _types(rt, "gone", gone.event_id) == [("worker_deleted", gone.event_id)]
     if store == "fs":
         with _open(store, tmp_path) as rt:
             assert _types(rt, "w", 1) == [("worker_created", created.last_event_id)]
             with pytest.raises(errors.WorkerNotFound):  # a restart forgets the delete
-                rt.dispatch(c.ReadEvents(worker_id="gone", cursor=1))
+                rt.dispatch(c.ReadEvents(worker_id="gone", cursor=gone.event_id))
 
 
 def test_the_deletions_remembered_are_bounded_the_oldest_forgotten_first(
@@ -384,9 +392,10 @@ def test_the_deletions_remembered_are_bounded_the_oldest_forgotten_first(
             _stopped(rt, worker_id)
             deleted[worker_id] = rt.dispatch(c.DeleteWorker(worker_id=worker_id)).event_id
         with pytest.raises(errors.WorkerNotFound):
-            rt.dispatch(c.ReadEvents(worker_id="a", cursor=1))
+            rt.dispatch(c.ReadEvents(worker_id="a", cursor=deleted["a"]))
         for worker_id in ("b", "c"):
-            assert _types(rt, worker_id, 1) == [("worker_deleted", deleted[worker_id])]
+            event_id = deleted[worker_id]
+            assert _types(rt, worker_id, event_id) == [("worker_deleted", event_id)]
 
 
 def test_queued_runs_survive_close_and_resume_in_order(tmp_path: Path, gate: GateEngine) -> None:

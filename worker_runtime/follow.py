@@ -63,8 +63,9 @@ def follow_events(
     Only ``worker_id``'s events are yielded when it is given (the runtime
     filters, and the filter is applied here too), and the iterator ends after
     that worker's ``worker_deleted`` event: nothing of it can follow. A worker
-    gone without the follower seeing its ``worker_deleted`` (the cursor was
-    past it, or the runtime restarted and forgot it) raises
+    gone before the follower could see its ``worker_deleted`` right after its
+    other events (the cursor was past the delete or behind other events of the
+    worker, or the runtime restarted and forgot the delete) raises
     ``worker_not_found``, as does an id that never named a worker. A
     ``cursor_ahead`` error (the runtime's log restarted behind the cursor)
     moves the cursor to the ``next_event_id`` it names. With ``reconnect``, an

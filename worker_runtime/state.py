@@ -51,7 +51,7 @@ _DELETED_KEPT = 1024
 """Deleted ids whose ``worker_deleted`` event the table remembers (the newest
 deletes; an older one is forgotten first): a follower whose worker is deleted
 under its wait, or between two of its polls, is answered with that event
-instead of ``worker_not_found``. An event is a few hundred bytes."""
+instead of ``worker_not_found``. One is an event and an int, a few hundred bytes."""
 
 
 class StateTable:
@@ -95,8 +95,9 @@ class StateTable:
         # compares its cursor with, without reading the log.
         self._last_event_of: dict[str, int] = {}
         # The ``worker_deleted`` event of each deleted id (oldest delete first),
-        # until the id is created again; at most ``_DELETED_KEPT``, memory only.
-        self._deleted: dict[str, Event] = {}
+        # with the id of the worker's event before it, until the id is created
+        # again; at most ``_DELETED_KEPT``, in memory only.
+        self._deleted: dict[str, tuple[Event, int]] = {}
         self._diagnostic_count = 0
         self._last_diagnostic_id = 0
         self._status = "running"
@@ -267,12 +268,18 @@ class StateTable:
 
     def deleted_event(self, worker_id: str, cursor: int) -> Event:
         """The ``worker_deleted`` event of ``worker_id``, a worker no longer in the
-        table, if it is remembered and its id is ``cursor`` or later (lock held);
-        else the error :meth:`worker` raises. Remembered from the delete until
-        the id is created again or ``_DELETED_KEPT`` newer deletes, in memory
-        only (a restart forgets it)."""
-        event = self._deleted.get(worker_id)
-        if event is None or event.event_id < cursor or worker_id in self._workers:
+        table, for a read of its events from ``cursor`` (lock held): when that
+        event is all the read would have found, i.e. ``cursor`` is past every
+        earlier event of the worker and not past the delete. Else the error
+        :meth:`worker` raises: an answer of the delete alone would hide the
+        events in between. Remembered from the delete until the id is created
+        again or ``_DELETED_KEPT`` newer deletes, in memory only (a restart
+        forgets it)."""
+        deleted = self._deleted.get(worker_id)
+        if deleted is None or worker_id in self._workers:
+            raise self._not_found(worker_id)
+        event, before = deleted
+        if not before < cursor <= event.event_id:
             raise self._not_found(worker_id)
         return event
 
@@ -326,16 +333,16 @@ class StateTable:
         self._put(record)
         self._deleted.pop(record.worker_id, None)
 
-    def drop_worker(self, worker_id: str, deleted: Event) -> None:
-        """Delete the worker, its transcript and runs (lock held), ``deleted``
-        being its ``worker_deleted`` event (see :meth:`deleted_event`); its id
-        is free again. Its finished runs stay in the totals: they are counters,
-        which never go down (a Prometheus scrape would read a drop as a reset)."""
+    def drop_worker(self, worker_id: str, deleted: Event, *, before: int) -> None:
+        """Delete the worker, its transcript and runs (lock held); ``deleted`` is
+        its ``worker_deleted`` event and ``before`` the id of its newest event
+        before that one (see :meth:`deleted_event`). Its id is free again. Its
+        finished runs stay in the totals: they are counters, which never go
+        down (a Prometheus scrape would read a drop as a reset)."""
         self.remove_worker(worker_id)
         self._store.delete_worker(worker_id)
         self._last_event_of.pop(worker_id, None)
-        self._deleted.pop(worker_id, None)  # a re-inserted key goes last
-        self._deleted[worker_id] = deleted
+        self._deleted[worker_id] = (deleted, before)  # never there: add_worker took it out
         if len(self._deleted) > _DELETED_KEPT:
             del self._deleted[next(iter(self._deleted))]
 

@@ -95,10 +95,11 @@ def read_events(ctx: Context, cmd: c.ReadEvents) -> r.EventPage:
 
 def _deleted_page(ctx: Context, worker_id: str, cursor: int) -> r.EventPage:
     """The page of a filtered read whose worker is gone (lock held): its
-    ``worker_deleted`` event, while the table remembers it and the cursor is at
-    or before it (the worker's earlier events stay in the runtime-wide log
-    only), else ``worker_not_found``. The cursor moves past the log's end, so
-    the next read of this id is ``worker_not_found``."""
+    ``worker_deleted`` event when that is all the read would have found (the
+    cursor past the worker's earlier events, which stay in the runtime-wide
+    log only, and not past the delete) and the table still remembers it, else
+    ``worker_not_found``. The cursor moves past the log's end, so the next read
+    of this id is ``worker_not_found``."""
     event = ctx.state.deleted_event(worker_id, cursor)
     return r.EventPage(
         events=(event,),
