@@ -1,5 +1,6 @@
 """``follow`` across a server restart (fs store): the client reconnects and
-yields every event once, in order, none lost and none repeated."""
+yields every event once, in order, none lost and none repeated; over a hung
+server it backs off and goes on; following a worker ends at its deletion."""
 
 from __future__ import annotations
 
@@ -11,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from worker_runtime import commands as c
-from worker_runtime.client import RemoteRuntime
+from worker_runtime.client import RemoteRuntime, remote
 from worker_runtime.domain import Event
-from worker_runtime.testing import TERMINAL_EVENTS
+from worker_runtime.testing import TERMINAL_EVENTS, wait_until
 
 from .support.client_support import Proxy
-from .support.server import TOKEN, start, stop
+from .support.server import TOKEN, serve, start, stop
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -77,3 +78,56 @@ def test_follow_survives_a_restart_without_losing_or_repeating_events(tmp_path: 
         rt.close()
         proxy.close()
         stop(server)
+
+
+class Pauses(list[float]):
+    """Records the client's pauses instead of sleeping."""
+
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+def test_follow_backs_off_over_a_long_poll_that_never_answers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A hung server (it reads the request and says nothing) ends the poll at the
+    client's timeout: ``operation_timeout``, which ``follow`` waits out like an
+    unavailable server instead of raising."""
+    monkeypatch.setattr(remote, "WAIT_MARGIN_S", 0.0)  # time out 2 s past the wait
+    pauses = Pauses()
+    with (
+        serve({"WORKER_RUNTIME_MAX_EVENT_WAIT_S": "1"}) as server,
+        Proxy(server.port) as proxy,
+        RemoteRuntime(proxy.url, token=TOKEN, timeout=2, retries=0, pause=pauses) as rt,
+    ):
+        rt.dispatch(c.CreateWorker(worker_id="w"))
+        proxy.rules.hang = lambda method, path: path.startswith("/v1/events")
+        first = next(rt.follow(worker_id="w", cursor=1))
+        polls = [path for _m, path, _h in proxy.rules.seen if path.startswith("/v1/events")]
+    assert first.type == "worker_created"
+    assert len(polls) == 2, polls  # the hung one, then the one answered
+    assert len(pauses) == 1 and 0 < pauses[0] <= 5  # one backoff between them
+
+
+def test_following_a_worker_ends_after_its_deletion() -> None:
+    with serve() as server, RemoteRuntime(server.base_url, token=TOKEN) as rt:
+        rt.dispatch(c.CreateWorker(worker_id="w"))
+        rt.dispatch(c.StopWorker(worker_id="w"))
+        seen: list[Event] = []
+        failed: list[BaseException] = []
+
+        def follower() -> None:
+            try:
+                seen.extend(rt.follow(worker_id="w"))
+            except BaseException as exc:
+                failed.append(exc)
+
+        thread = threading.Thread(target=follower, daemon=True)
+        thread.start()
+        # Its long poll is held on the server: the delete wakes it.
+        wait_until(lambda: rt.dispatch(c.GetRuntime()).waiters == 1, 30, "a held poll")
+        deleted = rt.dispatch(c.DeleteWorker(worker_id="w"))
+        thread.join(30)
+        assert not thread.is_alive(), "follow did not end"
+        assert failed == []
+        assert [(e.type, e.event_id) for e in seen] == [("worker_deleted", deleted.event_id)]

@@ -11,6 +11,8 @@ import pytest
 
 from worker_runtime import Runtime, RuntimeConfig, errors
 from worker_runtime import commands as c
+from worker_runtime import results as r
+from worker_runtime import state as state_module
 from worker_runtime.domain import BusyPolicy, Role, RunStatus, WorkerStatus
 from worker_runtime.engines import Emit, RunContext
 from worker_runtime.profiles import Profile, ProfileRegistry
@@ -23,6 +25,7 @@ from worker_runtime.testing import (
     wait_until,
 )
 from worker_runtime.waits import abandon_when
+from worker_runtime.wire import to_json, validate_result
 
 ENQUEUE = BusyPolicy.ENQUEUE
 
@@ -125,6 +128,24 @@ def test_cancel_reaches_a_queued_run_and_stop_clears_the_queue(gate: GateEngine)
             rt.dispatch(c.SendInput(worker_id="w", content="late", on_busy=ENQUEUE))
 
 
+def test_the_runtime_summary_names_the_queue_bound_and_the_wait_slots() -> None:
+    """A Backend discovers how many inputs it may enqueue and how many waits it
+    may hold from ``GetRuntime``'s ``limits``; the wire form fits the schema."""
+    with make_runtime({}, max_queued_runs=3, max_waiters=5) as rt:
+        info = rt.dispatch(c.GetRuntime())
+    assert (info.limits.max_queued_runs, info.limits.max_waiters) == (3, 5)
+    data = to_json(info)
+    validate_result(data, "RuntimeInfo")
+    assert (data["limits"]["max_queued_runs"], data["limits"]["max_waiters"]) == (3, 5)
+    defaults = RuntimeConfig()
+    with make_runtime({}) as rt:
+        limits = rt.dispatch(c.GetRuntime()).limits
+    assert (limits.max_queued_runs, limits.max_waiters) == (
+        defaults.max_queued_runs,
+        defaults.max_waiters,
+    )
+
+
 def test_a_failed_run_keeps_its_partial_reply_as_one_entry() -> None:
     def script(ctx: RunContext, emit: Emit) -> None:
         emit("part one, ")
@@ -138,6 +159,39 @@ def test_a_failed_run_keeps_its_partial_reply_as_one_entry() -> None:
         assert _transcript(rt)[1:] == [(Role.ASSISTANT, "part one, part two", ack.run_id)]
         run = rt.dispatch(c.GetRun(worker_id="w", run_id=ack.run_id))
         assert (run.reply_sequence, run.output_chars) == (1, len("part one, part two"))
+
+
+def test_a_cancelled_run_keeps_its_partial_reply_as_one_entry_marked_cancelled() -> None:
+    said = threading.Event()
+
+    def script(ctx: RunContext, emit: Emit) -> None:
+        emit("part one, ")
+        emit("part two")
+        said.set()
+        ctx.signal.wait(30)  # until cancelled
+
+    with make_runtime({"gate": ScriptEngine(script)}) as rt:
+        _worker(rt)
+        ack = rt.dispatch(c.SendInput(worker_id="w", content="go"))
+        assert said.wait(10)
+        assert rt.dispatch(c.CancelRun(worker_id="w")).cancelled_run_id == ack.run_id
+        end = wait_for_run_end(rt, ack.run_id)
+        assert end.type == "run_cancelled"
+        items = rt.dispatch(c.GetTranscript(worker_id="w")).items
+        assert [(e.role, e.content, e.run_id) for e in items[1:]] == [
+            (Role.ASSISTANT, "part one, part two", ack.run_id)
+        ]
+        reply = items[1]
+        # Marked with the run's status: the entry is announced by the run's end
+        # event, and the cancelled run names it as its reply.
+        assert reply.event_id == end.event_id
+        assert (end.data["status"], end.data["reply_sequence"]) == ("cancelled", reply.sequence)
+        run = rt.dispatch(c.GetRun(worker_id="w", run_id=ack.run_id))
+        assert (run.status, run.reply_sequence, run.output_chars) == (
+            RunStatus.CANCELLED,
+            reply.sequence,
+            len("part one, part two"),
+        )
 
 
 def test_get_run_waits_for_the_end_or_answers_at_the_deadline(gate: GateEngine) -> None:
@@ -218,6 +272,130 @@ def test_delete_only_a_stopped_worker_then_create_it_again(gate: GateEngine) -> 
         assert rt.dispatch(c.ListRuns(worker_id="w")).runs == ()
         with pytest.raises(errors.RunNotFound):
             rt.dispatch(c.GetRun(worker_id="w", run_id=ack.run_id))
+
+
+STORES = ("memory", "fs")
+
+
+def _open(store: str, tmp_path: Path) -> Runtime:
+    """A runtime on the echo engine; the fs one reopens the same data each time."""
+    if store == "fs":
+        return Runtime.open(
+            RuntimeConfig(runtime_id="rt-test", store="fs", data_dir=str(tmp_path / "data"))
+        )
+    return Runtime.open(RuntimeConfig(runtime_id="rt-test"))
+
+
+def _stopped(rt: Runtime, worker_id: str = "w") -> None:
+    rt.dispatch(c.CreateWorker(worker_id=worker_id))
+    rt.dispatch(c.StopWorker(worker_id=worker_id))
+
+
+def _types(rt: Runtime, worker_id: str, cursor: int) -> list[tuple[str, int]]:
+    page = rt.dispatch(c.ReadEvents(worker_id=worker_id, cursor=cursor))
+    return [(e.type, e.event_id) for e in page.events]
+
+
+def _hold_wait(rt: Runtime) -> None:
+    wait_until(lambda: rt.dispatch(c.GetRuntime()).waiters == 1, what="the wait to be held")
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_a_wait_held_on_a_worker_is_answered_with_its_deletion(store: str, tmp_path: Path) -> None:
+    with _open(store, tmp_path) as rt:
+        _stopped(rt)
+        cursor = rt.dispatch(c.ReadEvents(worker_id="w")).cursor.next_event_id
+        pages: list[r.EventPage] = []
+        waiter = threading.Thread(
+            target=lambda: pages.append(
+                rt.dispatch(c.ReadEvents(worker_id="w", cursor=cursor, wait=30))
+            )
+        )
+        waiter.start()
+        _hold_wait(rt)
+        deleted = rt.dispatch(c.DeleteWorker(worker_id="w"))
+        waiter.join(10)  # far below 30 s: the delete woke it
+        assert not waiter.is_alive()
+        (page,) = pages
+        assert [(e.type, e.event_id) for e in page.events] == [("worker_deleted", deleted.event_id)]
+        assert (page.cursor.next_event_id, page.has_more) == (deleted.event_id + 1, False)
+        # Read again from the same cursor: the same answer. From one behind
+        # the worker's other events (in the runtime-wide log only: the delete
+        # alone would hide them) or past the delete: not found.
+        assert _types(rt, "w", cursor) == [("worker_deleted", deleted.event_id)]
+        for behind_or_past in (1, cursor - 1, deleted.event_id + 1):
+            with pytest.raises(errors.WorkerNotFound):
+                rt.dispatch(c.ReadEvents(worker_id="w", cursor=behind_or_past))
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_following_a_worker_ends_after_its_deletion(store: str, tmp_path: Path) -> None:
+    with _open(store, tmp_path) as rt:
+        _stopped(rt)
+        seen: list[str] = []
+        failed: list[BaseException] = []
+
+        def follower() -> None:
+            try:
+                seen.extend(e.type for e in rt.follow(worker_id="w"))
+            except BaseException as exc:
+                failed.append(exc)
+
+        thread = threading.Thread(target=follower)
+        thread.start()
+        _hold_wait(rt)
+        deleted = rt.dispatch(c.DeleteWorker(worker_id="w"))
+        thread.join(10)
+        assert not thread.is_alive(), "follow did not end"
+        assert (seen, failed) == (["worker_deleted"], [])
+        # A follower from just before the delete sees it too; one behind the
+        # worker's other events, or past the delete, cannot see the worker to
+        # its end: worker_not_found, as for an id that never named a worker.
+        assert [e.type for e in rt.follow(worker_id="w", cursor=deleted.event_id)] == [
+            "worker_deleted"
+        ]
+        for cursor in (1, deleted.event_id + 1):
+            with pytest.raises(errors.WorkerNotFound):
+                next(rt.follow(worker_id="w", cursor=cursor))
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_a_worker_created_again_never_reads_the_earlier_ones_events(
+    store: str, tmp_path: Path
+) -> None:
+    with _open(store, tmp_path) as rt:
+        rt.dispatch(c.CreateWorker(worker_id="w"))
+        ack = rt.dispatch(c.SendInput(worker_id="w", content="old"))
+        wait_for_run_end(rt, ack.run_id)
+        rt.dispatch(c.StopWorker(worker_id="w"))
+        rt.dispatch(c.DeleteWorker(worker_id="w"))
+        _stopped(rt, "gone")
+        gone = rt.dispatch(c.DeleteWorker(worker_id="gone"))
+        created = rt.dispatch(c.CreateWorker(worker_id="w"))
+        # Neither the earlier worker's events nor its worker_deleted.
+        assert _types(rt, "w", 1) == [("worker_created", created.last_event_id)]
+        assert _types(rt, "gone", gone.event_id) == [("worker_deleted", gone.event_id)]
+    if store == "fs":
+        with _open(store, tmp_path) as rt:
+            assert _types(rt, "w", 1) == [("worker_created", created.last_event_id)]
+            with pytest.raises(errors.WorkerNotFound):  # a restart forgets the delete
+                rt.dispatch(c.ReadEvents(worker_id="gone", cursor=gone.event_id))
+
+
+def test_the_deletions_remembered_are_bounded_the_oldest_forgotten_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(state_module, "_DELETED_KEPT", 2)
+    with Runtime.open(RuntimeConfig(runtime_id="rt-test")) as rt:
+        deleted = {}
+        for worker_id in ("a", "b", "c"):
+            _stopped(rt, worker_id)
+            deleted[worker_id] = rt.dispatch(c.DeleteWorker(worker_id=worker_id)).event_id
+        with pytest.raises(errors.WorkerNotFound):
+            rt.dispatch(c.ReadEvents(worker_id="a", cursor=deleted["a"]))
+        for worker_id in ("b", "c"):
+            event_id = deleted[worker_id]
+            assert _types(rt, worker_id, event_id) == [("worker_deleted", event_id)]
 
 
 def test_queued_runs_survive_close_and_resume_in_order(tmp_path: Path, gate: GateEngine) -> None:

@@ -1,8 +1,9 @@
 """Following the event log: one loop for the in-process and the remote runtime.
 
 :func:`follow_events` turns long polls (``ReadEvents`` with a ``wait``) into an
-endless iterator of typed events. It is written over a dispatch callable, so
-``Runtime.follow`` and ``RemoteRuntime.follow`` share it and behave alike.
+iterator of typed events, endless unless the followed worker is deleted. It is
+written over a dispatch callable, so ``Runtime.follow`` and
+``RemoteRuntime.follow`` share it and behave alike.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Protocol, TypeVar
 
 from .commands import Command, GetRuntime, ReadEvents
 from .domain import Event
-from .errors import RuntimeUnavailable, WorkerRuntimeError
+from .errors import OperationTimeout, RuntimeUnavailable, WorkerRuntimeError
 from .results import Result
 
 __all__ = ["DEFAULT_WAIT_S", "Dispatch", "follow_events"]
@@ -24,6 +25,10 @@ R = TypeVar("R", bound=Result)
 DEFAULT_WAIT_S = 20.0
 """Seconds each long poll may wait (lowered to the runtime's own maximum)."""
 MAX_BACKOFF_S = 5.0
+
+_TRANSIENT = (RuntimeUnavailable, OperationTimeout)
+"""What ``reconnect`` waits out: an unavailable runtime, and one that did not
+answer in time (a long poll's client-side timeout: the server hung)."""
 
 
 class Dispatch(Protocol):
@@ -56,10 +61,16 @@ def follow_events(
     ``cursor`` is None), waiting for more, until the caller stops iterating.
 
     Only ``worker_id``'s events are yielded when it is given (the runtime
-    filters, and the filter is applied here too). A
+    filters, and the filter is applied here too), and the iterator ends after
+    that worker's ``worker_deleted`` event: nothing of it can follow. A worker
+    gone before the follower could see its ``worker_deleted`` right after its
+    other events (the cursor was past the delete or behind other events of the
+    worker, or the runtime restarted and forgot the delete) raises
+    ``worker_not_found``, as does an id that never named a worker. A
     ``cursor_ahead`` error (the runtime's log restarted behind the cursor)
     moves the cursor to the ``next_event_id`` it names. With ``reconnect``, an
-    unavailable runtime (503, connection lost) is waited out with backoff;
+    unavailable runtime (503, connection lost) or one that did not answer in
+    time (``operation_timeout``: a hung server) is waited out with backoff;
     without it, that error is raised (an in-process runtime that was closed
     never comes back).
     """
@@ -68,7 +79,7 @@ def follow_events(
         try:
             info = dispatch(GetRuntime())
             break
-        except RuntimeUnavailable as exc:
+        except _TRANSIENT as exc:
             if not reconnect:
                 raise
             pause(backoff.delay(exc.details.get("retry_after_s")))
@@ -79,7 +90,7 @@ def follow_events(
         started = time.monotonic()
         try:
             page = dispatch(ReadEvents(cursor=next_id, wait=wait, worker_id=worker_id))
-        except RuntimeUnavailable as exc:
+        except _TRANSIENT as exc:
             if not reconnect:
                 raise
             pause(backoff.delay(exc.details.get("retry_after_s")))
@@ -92,10 +103,12 @@ def follow_events(
             continue
         for event in page.events:
             next_id = event.event_id + 1
-            if worker_id is None or (
-                event.worker_ref is not None and event.worker_ref.worker_id == worker_id
-            ):
+            if worker_id is None:
                 yield event
+            elif event.worker_ref is not None and event.worker_ref.worker_id == worker_id:
+                yield event
+                if event.type == "worker_deleted":
+                    return
         next_id = max(next_id, page.cursor.next_event_id)
         if page.events or time.monotonic() - started >= wait / 2:
             backoff = _Backoff()

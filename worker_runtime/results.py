@@ -72,6 +72,9 @@ class RunTotals:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Limits:
+    """The runtime's configured bounds (its ``RuntimeConfig``), for a client to
+    discover: page sizes, the longest wait, the run pool, queue and wait slots."""
+
     max_transcript_page: int
     default_transcript_page: int
     max_worker_page: int
@@ -83,6 +86,10 @@ class Limits:
     run_timeout_s: float
     operation_timeout_s: float
     max_concurrent_runs: int
+    max_queued_runs: int
+    """Inputs a worker's queue holds beside its active run (``on_busy="enqueue"``)."""
+    max_waiters: int
+    """Waits (``wait`` > 0) held at once over HTTP; beyond, answered at once."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

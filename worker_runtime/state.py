@@ -47,6 +47,12 @@ _SHARED_VALUES = 1024
 records (equal frozen values are interchangeable; past this, new ones are
 simply kept as they come)."""
 
+_DELETED_KEPT = 1024
+"""Deleted ids whose ``worker_deleted`` event the table remembers (the newest
+deletes; an older one is forgotten first): a follower whose worker is deleted
+under its wait, or between two of its polls, is answered with that event
+instead of ``worker_not_found``. One is an event and an int, a few hundred bytes."""
+
 
 class StateTable:
     """One runtime's in-memory state: records, counters, status, and the lock.
@@ -88,6 +94,10 @@ class StateTable:
         # Each worker's newest event id: what a wait on one worker's events
         # compares its cursor with, without reading the log.
         self._last_event_of: dict[str, int] = {}
+        # The ``worker_deleted`` event of each deleted id (oldest delete first),
+        # with the id of the worker's event before it, until the id is created
+        # again; at most ``_DELETED_KEPT``, in memory only.
+        self._deleted: dict[str, tuple[Event, int]] = {}
         self._diagnostic_count = 0
         self._last_diagnostic_id = 0
         self._status = "running"
@@ -253,12 +263,34 @@ class StateTable:
         for a quarantined id)."""
         record = self._workers.get(worker_id)
         if record is None:
-            self.check_not_quarantined(worker_id)
-            raise WorkerNotFound(
-                f"no worker {worker_id!r} in runtime {self.runtime_id!r}",
-                details={"worker_id": worker_id},
-            )
+            raise self._not_found(worker_id)
         return record
+
+    def deleted_event(self, worker_id: str, cursor: int) -> Event:
+        """The ``worker_deleted`` event of ``worker_id``, a worker no longer in the
+        table, for a read of its events from ``cursor`` (lock held): when that
+        event is all the read would have found, i.e. ``cursor`` is past every
+        earlier event of the worker and not past the delete. Else the error
+        :meth:`worker` raises: an answer of the delete alone would hide the
+        events in between. Remembered from the delete until the id is created
+        again or ``_DELETED_KEPT`` newer deletes, in memory only (a restart
+        forgets it)."""
+        deleted = self._deleted.get(worker_id)
+        if deleted is None or worker_id in self._workers:
+            raise self._not_found(worker_id)
+        event, before = deleted
+        if not before < cursor <= event.event_id:
+            raise self._not_found(worker_id)
+        return event
+
+    def _not_found(self, worker_id: str) -> StoreCorrupt | WorkerNotFound:
+        why = self._quarantined.get(worker_id)
+        if why is not None:
+            return StoreCorrupt(why, details={"worker_id": worker_id})
+        return WorkerNotFound(
+            f"no worker {worker_id!r} in runtime {self.runtime_id!r}",
+            details={"worker_id": worker_id},
+        )
 
     def fresh_worker_id(self) -> str:
         """A generated worker id no worker has (lock held)."""
@@ -294,18 +326,25 @@ class StateTable:
         return matching[:limit], len(matching) > limit
 
     def add_worker(self, record: WorkerRecord) -> None:
-        """Store a new worker's record (lock held)."""
+        """Store a new worker's record (lock held); an earlier worker of the same
+        id is forgotten for good (its ``worker_deleted`` event too)."""
         record = self._compact(record)
         self._store.put_worker(record)
         self._put(record)
+        self._deleted.pop(record.worker_id, None)
 
-    def drop_worker(self, worker_id: str) -> None:
-        """Delete the worker, its transcript and runs (lock held); its id is free
-        again. Its finished runs stay in the totals: they are counters, which
-        never go down (a Prometheus scrape would read a drop as a reset)."""
+    def drop_worker(self, worker_id: str, deleted: Event, *, before: int) -> None:
+        """Delete the worker, its transcript and runs (lock held); ``deleted`` is
+        its ``worker_deleted`` event and ``before`` the id of its newest event
+        before that one (see :meth:`deleted_event`). Its id is free again. Its
+        finished runs stay in the totals: they are counters, which never go
+        down (a Prometheus scrape would read a drop as a reset)."""
         self.remove_worker(worker_id)
         self._store.delete_worker(worker_id)
         self._last_event_of.pop(worker_id, None)
+        self._deleted[worker_id] = (deleted, before)  # never there: add_worker took it out
+        if len(self._deleted) > _DELETED_KEPT:
+            del self._deleted[next(iter(self._deleted))]
 
     def save_worker(self, record: WorkerRecord, **changes: Any) -> WorkerRecord:
         """Store ``record`` with ``changes`` applied and a new ``updated_at`` (lock held)."""

@@ -86,6 +86,9 @@ class Rules:
     unavailable: int = 0
     """Answer this many requests 503 ``runtime_unavailable`` without forwarding."""
     retry_after: str | None = "1"
+    hang: Callable[[str, str], bool] | None = None
+    """Read a matching request and never answer it (once), as a hung server would;
+    its connection is dropped when the proxy closes."""
     canned: tuple[int, bytes] | None = None
     """Answer every request with this status and body, without forwarding."""
     seen: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
@@ -100,6 +103,7 @@ class Proxy:
         self.upstream = upstream
         self.rules = Rules()
         self._lock = threading.Lock()
+        self._closing = threading.Event()  # releases the hung requests
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -123,6 +127,7 @@ class Proxy:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def close(self) -> None:
+        self._closing.set()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(10)
@@ -147,6 +152,13 @@ class Proxy:
             unavailable = rules.unavailable > 0
             if unavailable:
                 rules.unavailable -= 1
+            hang = rules.hang is not None and rules.hang(h.command, h.path)
+            if hang:
+                rules.hang = None
+        if hang:
+            self._closing.wait(120)
+            h.close_connection = True
+            return
         if rules.canned is not None:
             self._answer(h, *rules.canned, {})
             return

@@ -50,8 +50,8 @@ def read_events(ctx: Context, cmd: c.ReadEvents) -> r.EventPage:
         check_worker_id(worker_id)
     deadline = ctx.clock.monotonic() + wait
     with state.locked():
-        if worker_id is not None:
-            state.worker(worker_id)
+        if worker_id is not None and state.find(worker_id) is None:
+            return _deleted_page(ctx, worker_id, cmd.cursor)
         last = state.last_event_id
         if cmd.cursor > last + 1:
             # The log restarted behind the follower (a memory store): it must
@@ -69,6 +69,10 @@ def read_events(ctx: Context, cmd: c.ReadEvents) -> r.EventPage:
         # Wait on the condition: a new event wakes us at once, no polling.
         if wait > 0:
             state.wait_until(lambda: newest() >= cmd.cursor, deadline)
+            if worker_id is not None and state.find(worker_id) is None:
+                # Deleted under the wait: the store no longer indexes its
+                # events, but the follower must still see the delete.
+                return _deleted_page(ctx, worker_id, cmd.cursor)
         events = ctx.store.read_events(cmd.cursor, limit, worker_id=worker_id)
         last = state.last_event_id
         newest_id = newest()
@@ -86,6 +90,21 @@ def read_events(ctx: Context, cmd: c.ReadEvents) -> r.EventPage:
         events=tuple(events),
         cursor=r.EventCursor(next_event_id=next_id),
         has_more=next_id <= (newest_id if worker_id is not None else last),
+    )
+
+
+def _deleted_page(ctx: Context, worker_id: str, cursor: int) -> r.EventPage:
+    """The page of a filtered read whose worker is gone (lock held): its
+    ``worker_deleted`` event when that is all the read would have found (the
+    cursor past the worker's earlier events, which stay in the runtime-wide
+    log only, and not past the delete) and the table still remembers it, else
+    ``worker_not_found``. The cursor moves past the log's end, so the next read
+    of this id is ``worker_not_found``."""
+    event = ctx.state.deleted_event(worker_id, cursor)
+    return r.EventPage(
+        events=(event,),
+        cursor=r.EventCursor(next_event_id=max(cursor, ctx.state.last_event_id + 1)),
+        has_more=False,
     )
 
 

@@ -118,6 +118,8 @@ def runtime_info(ctx: Context) -> RuntimeInfo:
             run_timeout_s=c.run_timeout_s,
             operation_timeout_s=c.operation_timeout_s,
             max_concurrent_runs=c.max_concurrent_runs,
+            max_queued_runs=c.max_queued_runs,
+            max_waiters=c.max_waiters,
         ),
         profiles=tuple(
             ProfileInfo(

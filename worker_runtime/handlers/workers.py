@@ -137,6 +137,7 @@ def delete_worker(ctx: Context, cmd: c.DeleteWorker) -> r.DeleteAck:
                 details={"worker_id": cmd.worker_id, "status": record.status.value},
             )
         state.check_available()
+        before = state.last_event_of(cmd.worker_id)
         event = state.emit("worker_deleted", cmd.worker_id)
-        state.drop_worker(cmd.worker_id)
+        state.drop_worker(cmd.worker_id, event, before=before)
         return r.DeleteAck(worker_ref=state.ref(cmd.worker_id), event_id=event.event_id)
