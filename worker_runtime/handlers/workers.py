@@ -107,12 +107,12 @@ def stop_worker(ctx: Context, cmd: c.StopWorker) -> r.StopAck:
         ended = ctx.runs.cancel(cmd.worker_id, cmd.reason or "worker stopped")
         with state.locked():
             record = state.worker(cmd.worker_id)
-            event = state.emit("worker_stopped", cmd.worker_id, reason=cmd.reason)
-            state.save_worker(
+            event = state.announce(
                 record,
+                "worker_stopped",
+                data={"reason": cmd.reason},
                 status=WorkerStatus.STOPPED,
                 stop_reason=cmd.reason,
-                last_event_id=event.event_id,
             )
     finally:
         with state.locked():
