@@ -25,10 +25,13 @@ from typing import Any, TextIO
 
 from .settings import LogSettings
 
-__all__ = ["ACCESS_FIELDS", "JsonFormatter", "LogPipeline", "start_logging"]
+__all__ = ["ACCESS_FIELDS", "UNMATCHED_ROUTE", "JsonFormatter", "LogPipeline", "start_logging"]
 
 ACCESS_FIELDS = ("method", "route", "status", "duration_ms", "request_id")
 """Attributes an access record carries (set by ``middleware.FrontDoor``)."""
+UNMATCHED_ROUTE = "unmatched"
+"""The ``route`` of a request no route serves, in access lines and in the metrics'
+label alike (never the raw path: a client choosing paths must not create series)."""
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 

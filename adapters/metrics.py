@@ -5,6 +5,11 @@ may live in one process, as in the tests). The runtime's numbers are not kept
 twice: :class:`RuntimeCollector` reads one ``GetRuntime`` result per scrape, so
 the metrics agree with ``GET /v1/runtime`` at every moment. The HTTP counters
 and the two histograms are updated as requests and store syncs happen.
+
+Every family is built by a collector of ours from plain numbers, so the
+exposition holds exactly the families of SPEC section 9: ``prometheus_client``'s
+own ``Histogram`` would add a ``*_created`` gauge beside each (switching that off
+is process-wide, ``disable_created_metrics``, so it is not used).
 """
 
 from __future__ import annotations
@@ -30,12 +35,19 @@ from worker_runtime import Runtime
 from worker_runtime.commands import GetRuntime
 from worker_runtime.errors import WorkerRuntimeError
 
-__all__ = ["HttpCollector", "Metrics", "MetricsResource", "RuntimeCollector"]
+from .logs import UNMATCHED_ROUTE
+
+__all__ = [
+    "UNMATCHED_ROUTE",
+    "HttpCollector",
+    "Metrics",
+    "MetricsResource",
+    "RuntimeCollector",
+    "SyncCollector",
+]
 
 log = logging.getLogger("adapters.metrics")
 
-UNMATCHED_ROUTE = "unmatched"
-"""The ``route`` label of a request no route serves (never the raw path)."""
 OTHER_METHOD = "OTHER"
 # Labels are bounded: a client choosing paths or methods must not create series.
 _KNOWN_METHODS = frozenset(falcon.COMBINED_METHODS)
@@ -73,8 +85,37 @@ class RuntimeCollector(Collector):
             "worker_runtime_events", "Events appended (the last event id).", info.last_event_id
         )
         yield GaugeMetricFamily(
-            "worker_runtime_waiters", "Event long-polls currently held.", info.waiters
+            "worker_runtime_waiters", "Long-polls (events, runs) held now.", info.waiters
         )
+
+
+class _Buckets:
+    """A histogram as plain numbers (``prometheus_client``'s default buckets);
+    the caller holds the lock that guards it."""
+
+    _BOUNDS = tuple(b for b in Histogram.DEFAULT_BUCKETS if b != float("inf"))
+
+    def __init__(self) -> None:
+        self._counts = [0] * (len(self._BOUNDS) + 1)  # the last one is +Inf
+        self._sum = 0.0
+
+    def add(self, seconds: float) -> None:
+        self._counts[bisect.bisect_left(self._BOUNDS, seconds)] += 1  # le: inclusive
+        self._sum += seconds
+
+    def snapshot(self) -> tuple[list[int], float]:
+        return list(self._counts), self._sum
+
+    @classmethod
+    def family(
+        cls, name: str, documentation: str, snapshot: tuple[list[int], float]
+    ) -> HistogramMetricFamily:
+        counts, total = snapshot
+        cumulative, running = [], 0
+        for bound, count in zip((*cls._BOUNDS, float("inf")), counts, strict=True):
+            running += count
+            cumulative.append((_bound_label(bound), running))
+        return HistogramMetricFamily(name, documentation, buckets=cumulative, sum_value=total)
 
 
 class HttpCollector(Collector):
@@ -89,23 +130,19 @@ class HttpCollector(Collector):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._requests: dict[tuple[str, str, str], int] = {}
-        self._bounds = tuple(b for b in Histogram.DEFAULT_BUCKETS if b != float("inf"))
-        self._buckets = [0] * (len(self._bounds) + 1)  # the last one is +Inf
-        self._sum = 0.0
+        self._durations = _Buckets()
 
     def observe(self, route: str, method: str, status: str, seconds: float) -> None:
         """Count one request and its duration."""
-        bucket = bisect.bisect_left(self._bounds, seconds)  # le: bounds are inclusive
         key = (route, method, status)
         with self._lock:
             self._requests[key] = self._requests.get(key, 0) + 1
-            self._buckets[bucket] += 1
-            self._sum += seconds
+            self._durations.add(seconds)
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
             requests = dict(self._requests)
-            buckets, total = list(self._buckets), self._sum
+            durations = self._durations.snapshot()
         counter = CounterMetricFamily(
             "worker_runtime_http_requests",
             "HTTP requests answered, by route template, method and status.",
@@ -114,15 +151,33 @@ class HttpCollector(Collector):
         for labels, count in requests.items():
             counter.add_metric(list(labels), count)
         yield counter
-        cumulative, running = [], 0
-        for bound, count in zip((*self._bounds, float("inf")), buckets, strict=True):
-            running += count
-            cumulative.append((_bound_label(bound), running))
-        yield HistogramMetricFamily(
+        yield _Buckets.family(
             "worker_runtime_http_request_duration_seconds",
             "Time from request to response (long-polls included).",
-            buckets=cumulative,
-            sum_value=total,
+            durations,
+        )
+
+
+class SyncCollector(Collector):
+    """The store sync duration histogram; :meth:`observe` is the runtime's
+    ``sync_observer``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._durations = _Buckets()
+
+    def observe(self, seconds: float) -> None:
+        """Count one store sync and its duration."""
+        with self._lock:
+            self._durations.add(seconds)
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            durations = self._durations.snapshot()
+        yield _Buckets.family(
+            "worker_runtime_store_sync_seconds",
+            "Time to make staged store writes durable.",
+            durations,
         )
 
 
@@ -139,18 +194,15 @@ class Metrics:
         self.registry.register(RuntimeCollector(runtime))
         self._http = HttpCollector()
         self.registry.register(self._http)
-        self._sync = Histogram(
-            "worker_runtime_store_sync_seconds",
-            "Time to make staged store writes durable.",
-            registry=self.registry,
-        )
+        sync = SyncCollector()
+        self.registry.register(sync)
         # The runtime reports each sync; the latest app built on it receives them.
-        runtime.sync_observer = self._sync.observe
+        runtime.sync_observer = sync.observe
 
-    def observe_request(self, route: str | None, method: str, status: int, seconds: float) -> None:
-        """Count one answered request (``route`` is the path template, or None)."""
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one answered request (``route``: the path template, or ``unmatched``)."""
         method = method if method in _KNOWN_METHODS else OTHER_METHOD
-        self._http.observe(route or UNMATCHED_ROUTE, method, str(status), seconds)
+        self._http.observe(route, method, str(status), seconds)
 
     def exposition(self) -> bytes:
         """The registry in the Prometheus text format."""

@@ -30,6 +30,7 @@ import falcon
 from falcon.routing import CompiledRouter
 
 from .errors import ApiError
+from .logs import UNMATCHED_ROUTE
 
 __all__ = ["OPEN_PATHS", "FrontDoor", "RequestObserver"]
 
@@ -43,8 +44,8 @@ _METHODS = frozenset(falcon.COMBINED_METHODS) - {"OPTIONS"}
 """Methods a route may serve; any other (OPTIONS, BREW) on a route is 405."""
 
 
-RequestObserver = Callable[[str | None, str, int, float], None]
-"""``(route template or None, method, status, seconds)`` for every answered request."""
+RequestObserver = Callable[[str, str, int, float], None]
+"""``(route template or "unmatched", method, status, seconds)`` for every answered request."""
 
 
 class FrontDoor:
@@ -58,8 +59,9 @@ class FrontDoor:
     bodies, so never the token.
 
     ``router`` (the app's) names the route template of a request refused before
-    routing (a 401 or 403), so metrics never see a raw path, and finds the
-    resource whose methods a 405 lists.
+    routing (a 401 or 403), so metrics and access lines never see a raw path
+    (a path no route serves is ``unmatched``), and finds the resource whose
+    methods a 405 lists.
     """
 
     def __init__(
@@ -150,15 +152,14 @@ class FrontDoor:
     ) -> None:
         elapsed = time.perf_counter() - req.context.started
         status = resp.status_code
-        route = None
+        route = self._route(req)
         if self._observe is not None:
-            route = self._route(req)
             self._observe(route, req.method, status, elapsed)
         if access_log.isEnabledFor(logging.INFO):
             access_log.handle(self._access_record(req, status, elapsed, route))
 
     def _access_record(
-        self, req: falcon.Request, status: int, elapsed: float, route: str | None
+        self, req: falcon.Request, status: int, elapsed: float, route: str
     ) -> logging.LogRecord:
         """The record ``Logger.info`` would make, minus its per-call lookups (the
         caller's frame, the file name split, the process name): the fixed
@@ -178,18 +179,18 @@ class FrontDoor:
         fields["process"] = os.getpid()
         fields["args"] = (method, _printable(req.path), status, elapsed_ms, request_id)
         fields["method"] = method
-        fields["route"] = route if self._observe is not None else self._route(req)
+        fields["route"] = route
         fields["status"] = status
         fields["duration_ms"] = elapsed_ms
         fields["request_id"] = request_id
         return record
 
-    def _route(self, req: falcon.Request) -> str | None:
+    def _route(self, req: falcon.Request) -> str:
         template = req.uri_template
         if template is None and self._router is not None:
             found = self._router.find(req.path)
             template = found[3] if found else None
-        return template
+        return template or UNMATCHED_ROUTE
 
 
 _START = getattr(logging, "_startTime", time.time())

@@ -262,6 +262,13 @@ def _operation(defs: dict[str, Any], route: Route, config: RuntimeConfig) -> dic
     headers: dict[str, Any] = dict(_REQUEST_ID)
     if route.location is not None:
         headers["Location"] = _header(f"the created resource's path, {route.location}")
+    if route.long_poll:
+        # SPEC section 7: with every waiter slot held, a wait is answered at once.
+        headers["Retry-After"] = _header(
+            "'1' when every waiter slot was held: the wait was answered at once with "
+            "what is there; poll again after that many seconds",
+            {"type": "string", "pattern": "^[0-9]+$"},
+        )
     success = {
         "description": route.summary,
         "headers": headers,

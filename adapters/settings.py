@@ -17,6 +17,7 @@ from worker_runtime.config import ENV_PREFIX, RuntimeConfig, env_variable
 from worker_runtime.errors import ConfigError
 
 __all__ = [
+    "CLIENT_VARIABLES",
     "DEFAULT_MAX_BODY_BYTES",
     "HttpSettings",
     "LogSettings",
@@ -37,6 +38,7 @@ LOG_LEVEL_VAR = "WORKER_RUNTIME_LOG_LEVEL"
 LOG_FORMAT_VAR = "WORKER_RUNTIME_LOG_FORMAT"
 CONNECTION_LIMIT_VAR = "WORKER_RUNTIME_CONNECTION_LIMIT"
 CHANNEL_TIMEOUT_VAR = "WORKER_RUNTIME_CHANNEL_TIMEOUT_S"
+URL_VAR = "WORKER_RUNTIME_URL"
 LOG_FORMATS = ("text", "json")
 DEFAULT_CONNECTION_LIMIT = 500
 DEFAULT_CHANNEL_TIMEOUT_S = 30
@@ -53,6 +55,9 @@ _ADAPTER_VARIABLES = (
     CONNECTION_LIMIT_VAR,
     CHANNEL_TIMEOUT_VAR,
 )
+CLIENT_VARIABLES = frozenset({URL_VAR})
+"""Variables only the client commands read (``adapters.remote_cli``): set in a
+shell that also starts the server, they are known, not warned about."""
 _GENERATED_TOKEN_BYTES = 32
 
 
@@ -163,9 +168,10 @@ class LogSettings:
 
 
 def known_variables() -> frozenset[str]:
-    """Every ``WORKER_RUNTIME_*`` variable the runtime and its adapter read."""
+    """Every ``WORKER_RUNTIME_*`` variable the runtime, its adapter and the client
+    commands read (the server's own: all but ``CLIENT_VARIABLES``)."""
     runtime = {env_variable(f.name) for f in dataclasses.fields(RuntimeConfig)}
-    return frozenset(runtime | set(_ADAPTER_VARIABLES))
+    return frozenset(runtime | set(_ADAPTER_VARIABLES) | CLIENT_VARIABLES)
 
 
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:

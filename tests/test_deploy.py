@@ -7,7 +7,9 @@ the Kubernetes manifests wire ids, volumes, probes and the token together.
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -21,8 +23,10 @@ from .support.deploy import (
     all_deployments,
     container,
     dockerfile,
+    expand,
     manifest,
     on_loopback,
+    secret_key,
     statefulset,
     systemd_unit,
     unit_lines,
@@ -105,8 +109,8 @@ def test_the_statefulset_gives_each_pod_its_id_volume_token_and_probes() -> None
     secret_volumes = {v["name"]: v["secret"] for v in pod["volumes"] if "secret" in v}
     (token_volume,) = secret_volumes
     token_dir = mounts[token_volume]
-    (item,) = secret_volumes[token_volume]["items"]
-    assert env["WORKER_RUNTIME_TOKEN_FILE"] == f"{token_dir}/{item['path']}"
+    # Each pod reads its own key of one Secret (see the per-runtime token test).
+    assert env["WORKER_RUNTIME_TOKEN_FILE"] == f"{token_dir}/runtime-0"
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
     listen_port = int(build_parser().parse_args(c["args"]).listen.rpartition(":")[2])
@@ -114,6 +118,31 @@ def test_the_statefulset_gives_each_pod_its_id_volume_token_and_probes() -> None
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
     assert c["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+def test_kubernetes_expands_a_reference_to_a_variable_defined_above() -> None:
+    """What the kubelet does with ``$(VAR)`` in a value (and so ``statefulset``)."""
+    defined = {"A": "x", "EMPTY": ""}
+    assert expand("/p/$(A)", defined) == "/p/x"
+    assert expand("$(A)$(EMPTY)-$$(A)-$(LATER)-$(A", defined) == "x-$(A)-$(LATER)-$(A"
+    assert expand("$$$(A) $x $", defined) == "$x $x $"
+
+
+def test_every_pod_reads_its_own_token_from_one_secret() -> None:
+    """``WORKER_RUNTIME_TOKEN_FILE`` names this pod's key: its reference to
+    ``WORKER_RUNTIME_ID`` comes after that variable, so Kubernetes expands it."""
+    pods = [f"runtime-{n}" for n in range(4)]
+    files = {pod: statefulset(pod).env["WORKER_RUNTIME_TOKEN_FILE"] for pod in pods}
+    for pod, path in files.items():
+        assert "$(" not in path, path  # a reference Kubernetes would leave as written
+        assert secret_key(path) == ("worker-runtime-tokens", pod)
+    assert len(set(files.values())) == len(pods)
+    # No ``items``: a key added for a new pod appears in the volume as is.
+    (volume,) = [
+        v for v in manifest("StatefulSet")["spec"]["template"]["spec"]["volumes"] if "secret" in v
+    ]
+    assert "items" not in volume["secret"]
+    assert all("subPath" not in m and "subPathExpr" not in m for m in container()["volumeMounts"])
 
 
 @pytest.mark.parametrize("deployment", all_deployments(), ids=lambda d: d.name)
@@ -129,3 +158,17 @@ def test_the_deployment_serves_as_its_runtime(deployment: Deployment, tmp_path: 
     assert runtime["runtime_id"] == env.get("WORKER_RUNTIME_ID", runtime["runtime_id"])
     assert runtime["store"] == "fs"
     assert (tmp_path / "data" / "runtimes" / runtime["runtime_id"]).is_dir()
+
+
+def test_a_pod_without_its_key_exits_at_start_naming_the_file(tmp_path: Path) -> None:
+    """runtime-3 scaled up before its key was added: one line, status 2 (the pod
+    restarts until the kubelet adds the key to its volume)."""
+    argv, env = on_loopback(statefulset("runtime-3"), tmp_path, TOKEN, secret={"runtime-0": TOKEN})
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("WORKER_RUNTIME_")}
+    done = subprocess.run(
+        argv, env={**inherited, **env}, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 2, done.stderr
+    assert "WORKER_RUNTIME_TOKEN_FILE" in done.stderr
+    assert "/run/secrets/worker-runtime/runtime-3" in done.stderr
+    assert "Traceback" not in done.stderr

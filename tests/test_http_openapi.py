@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,8 +16,9 @@ from openapi_spec_validator import validate
 
 from adapters.openapi import build_openapi
 from worker_runtime import Runtime, RuntimeConfig
-from worker_runtime.commands import CreateWorker, SendInput
+from worker_runtime.commands import CreateWorker, GetRuntime, SendInput
 from worker_runtime.routes import ROUTES as ROUTES_TABLE
+from worker_runtime.testing import wait_until
 from worker_runtime.wire import schema_document
 
 from .support.http_helpers import AUTH, ROUTES, SPEC_CODES, client, error_code
@@ -317,3 +319,48 @@ def test_the_one_of_and_the_conditionals_agree(union: str, value: dict[str, Any]
     assert jsonschema.Draft202012Validator(one_of).is_valid(value) == (
         jsonschema.Draft202012Validator(conditionals).is_valid(value)
     )
+
+
+def test_only_long_polls_declare_retry_after_on_success(document: dict[str, Any]) -> None:
+    for route in ROUTES_TABLE:
+        success = _operation(document, route.method, route.path)["responses"][str(route.status)]
+        assert ("Retry-After" in success["headers"]) is route.long_poll, route.operation_id
+    assert {r.operation_id for r in ROUTES_TABLE if r.long_poll} == {"readEvents", "getRun"}
+
+
+def test_a_wait_without_a_free_slot_is_answered_as_documented() -> None:
+    """One waiter slot, held: both long-polls answer at once, 200 with
+    ``Retry-After: 1``, headers and body as their 200 response says."""
+    runtime = Runtime.open(RuntimeConfig(max_waiters=1))
+    held = threading.Thread(target=lambda: None)
+    try:
+        c = client(runtime)
+        document = c.simulate_get("/v1/openapi.json", headers=AUTH).json
+        runtime.dispatch(CreateWorker(worker_id="w"))
+        run_id = runtime.dispatch(SendInput(worker_id="w", content="hi")).run_id
+        # A wait on a worker nothing happens to: only the close answers it.
+        runtime.dispatch(CreateWorker(worker_id="quiet"))
+        cursor = runtime.dispatch(GetRuntime()).last_event_id + 1
+        ahead = {"cursor": str(cursor), "worker_id": "quiet", "wait": "20"}
+        held = threading.Thread(
+            target=lambda: c.simulate_get("/v1/events", params=ahead, headers=AUTH)
+        )
+        held.start()
+        wait_until(lambda: runtime.dispatch(GetRuntime()).waiters == 1, what="the held wait")
+        for path, template in (
+            ("/v1/events", "/v1/events"),
+            (f"/v1/workers/w/runs/{run_id}", "/v1/workers/{worker_id}/runs/{run_id}"),
+        ):
+            result = c.simulate_get(path, params={"wait": "20"}, headers=AUTH)
+            assert result.status_code == 200, result.json
+            assert result.headers["retry-after"] == "1"
+            success = _operation(document, "GET", template)["responses"]["200"]
+            header = success["headers"]["Retry-After"]["schema"]
+            jsonschema.validate(result.headers["retry-after"], header)
+            envelope = success["content"]["application/json"]["schema"]
+            # Its $refs point into the document: the document is the root.
+            jsonschema.validate(result.json, {**document, **envelope})
+    finally:
+        runtime.close()  # answers the held wait at once
+        held.join(10)
+    assert not held.is_alive()

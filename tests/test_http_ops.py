@@ -6,9 +6,11 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +26,20 @@ from worker_runtime.stores.memory import MemoryStore
 from worker_runtime.testing import GateEngine, ScriptEngine, fail_with, make_runtime
 
 from .support.http_helpers import AUTH, TOKEN
+
+ROOT = Path(__file__).resolve().parent.parent
+# SPEC section 9: the families of /metrics, and nothing else.
+SPEC_FAMILIES = {
+    "worker_runtime_workers": "gauge",
+    "worker_runtime_runs_total": "counter",
+    "worker_runtime_runs_active": "gauge",
+    "worker_runtime_runs_queued": "gauge",
+    "worker_runtime_events_total": "counter",
+    "worker_runtime_waiters": "gauge",
+    "worker_runtime_http_requests_total": "counter",
+    "worker_runtime_http_request_duration_seconds": "histogram",
+    "worker_runtime_store_sync_seconds": "histogram",
+}
 
 
 class BrokenDiskStore(MemoryStore):
@@ -175,6 +191,37 @@ def test_metrics_agree_with_the_runtime_summary(rt: Runtime, gate: GateEngine) -
     assert found[("worker_runtime_store_sync_seconds_count", ())] >= 5
 
 
+def _doc_section(heading: str) -> str:
+    text = (ROOT / "docs" / "operations.md").read_text("utf-8")
+    match = re.search(rf"^## {heading}\n(.*?)(?=^## )", text, re.MULTILINE | re.DOTALL)
+    assert match, heading
+    return match[1]
+
+
+def test_metrics_are_exactly_the_spec_families(rt: Runtime) -> None:
+    """No extra family (such as the ``*_created`` gauge ``prometheus_client``'s
+    Histogram adds), none missing, each of its type; the docs' table agrees."""
+    client = app_client(rt)
+    client.simulate_post("/v1/workers", json={"worker_id": "w"}, headers=AUTH)  # a sync
+    text = client.simulate_get("/metrics", headers=AUTH).text
+    declared = dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.MULTILINE))
+    assert declared == SPEC_FAMILIES
+    histograms = {n for n, kind in SPEC_FAMILIES.items() if kind == "histogram"}
+    allowed = set(SPEC_FAMILIES) | {
+        f"{n}{suffix}" for n in histograms for suffix in ("_bucket", "_count", "_sum")
+    }
+    names = {s.name for f in text_string_to_metric_families(text) for s in f.samples}
+    assert names <= allowed, names - allowed
+    table = re.findall(r"^\| `(worker_runtime_\w+)` \| (\w+) \|", _doc_section("Metrics"), re.M)
+    assert dict(table) == SPEC_FAMILIES
+
+
+def test_the_logs_section_names_every_access_field() -> None:
+    logs = _doc_section("Logs")
+    for name in ACCESS_FIELDS:
+        assert f"`{name}`" in logs, name
+
+
 def test_waiters_shows_a_held_long_poll(rt: Runtime) -> None:
     client = app_client(rt)
     ahead = client.simulate_get("/v1/runtime", headers=AUTH).json["runtime"]["last_event_id"] + 1
@@ -208,6 +255,7 @@ def test_json_access_log_lines_parse_and_never_hold_the_token(rt: Runtime) -> No
         )
         client.simulate_get("/v1/workers/w", headers=AUTH)
         client.simulate_get("/v1/runtime", headers={"Authorization": f"Bearer {TOKEN}x"})
+        client.simulate_get("/no/such/route", headers=AUTH)
         logging.getLogger("worker_runtime.test").warning("a plain line")
     finally:
         pipeline.stop()  # drains the queue: every line is in ``stream`` now
@@ -218,9 +266,10 @@ def test_json_access_log_lines_parse_and_never_hold_the_token(rt: Runtime) -> No
     for line in lines:
         assert {"level", "logger", "message", "timestamp"} <= line.keys()
     access = [line for line in lines if line["logger"] == "adapters.access"]
-    assert len(access) == 3
+    assert len(access) == 4
     for line in access:
         assert set(ACCESS_FIELDS) <= line.keys()
+        assert isinstance(line["duration_ms"], float) and line["duration_ms"] >= 0
     first = access[0]
     assert (first["method"], first["route"], first["status"], first["request_id"]) == (
         "POST",
@@ -230,4 +279,7 @@ def test_json_access_log_lines_parse_and_never_hold_the_token(rt: Runtime) -> No
     )
     assert access[1]["route"] == "/v1/workers/{worker_id}"
     assert access[2]["status"] == 401
+    # A path no route serves: the same label as the metrics', never the raw path.
+    assert (access[3]["route"], access[3]["status"]) == ("unmatched", 404)
+    assert "/no/such" not in json.dumps({k: v for k, v in access[3].items() if k != "message"})
     assert any(line["message"] == "a plain line" for line in lines)

@@ -4,6 +4,7 @@ and every ``waitress-serve`` line anywhere passes enough threads."""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import re
 import shutil
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from adapters.cli import build_parser
+from adapters.settings import CLIENT_VARIABLES, known_variables
 from worker_runtime import RuntimeConfig
 from worker_runtime.config import ENV_PREFIX
 
@@ -21,6 +24,13 @@ from .support.server import TOKEN, Server, serve
 
 ROOT = Path(__file__).resolve().parent.parent
 SH_BLOCK = re.compile(r"^```sh\n(.*?)^```$", re.MULTILINE | re.DOTALL)
+
+
+def serve_parser() -> argparse.ArgumentParser:
+    """The ``worker-runtime serve`` sub-command's parser."""
+    (commands,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    parser: argparse.ArgumentParser = commands.choices["serve"]
+    return parser
 
 
 def http_section() -> str:
@@ -55,6 +65,22 @@ def test_configuration_table_names_every_variable() -> None:
     core = {renamed.get(f.name, f.name.upper()) for f in dataclasses.fields(RuntimeConfig)}
     for suffix in core | {"TOKEN", "TOKEN_FILE", "MAX_BODY_BYTES"}:
         assert f"`{ENV_PREFIX}{suffix}`" in section_text, suffix
+    # Every variable the server reads, from the list its unknown-variable warning
+    # uses (a hand-kept list missed the waitress limits added later), and no other.
+    table = set(re.findall(r"^\| `(WORKER_RUNTIME_\w+)` \|", section_text, re.MULTILINE))
+    assert table == known_variables() - CLIENT_VARIABLES
+
+
+def test_configuration_table_names_every_serve_flag() -> None:
+    section_text = section("configuration", "docs/operations.md")
+    flags = {
+        option
+        for action in serve_parser()._actions
+        for option in action.option_strings
+        if option.startswith("--") and option != "--help"
+    }
+    table = set(re.findall(r"^\|[^|\n]*\| `(--[\w-]+)` \|", section_text, re.MULTILINE))
+    assert table == flags
 
 
 def test_error_table_names_every_code_with_its_status() -> None:

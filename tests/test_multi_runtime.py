@@ -4,7 +4,9 @@ it on its directory and its workers and transcripts are back.
 
 Each runtime runs with the settings of the Kubernetes StatefulSet in deploy/
 (its pod name as the runtime id, its arguments and environment), with only
-the data directory, the token file and the listener moved onto this machine."""
+the data directory, the Secret volume and the listener moved onto this
+machine. Every runtime's volume holds the one Secret with all three tokens, as
+on Kubernetes: each must read its own key."""
 
 from __future__ import annotations
 
@@ -23,13 +25,16 @@ from .support.server import Server, start, stop
 pytestmark = pytest.mark.timeout(180)
 
 NAMES = ("runtime-0", "runtime-1", "runtime-2")
+# The Secret ``worker-runtime-tokens``: one key per pod name.
+TOKENS = {name: f"token-of-{name}-0123456789abcdef" for name in NAMES}
 
 
 def launch(name: str, root: Path) -> Server:
     """Pod ``name`` of the StatefulSet, on loopback, with its own directory and token."""
-    token = f"token-of-{name}-0123456789abcdef"
-    argv, env = on_loopback(statefulset(name), root / name, token)
+    token = TOKENS[name]
+    argv, env = on_loopback(statefulset(name), root / name, token, secret=TOKENS)
     assert env["WORKER_RUNTIME_ID"] == name and env["WORKER_RUNTIME_STORE"] == "fs"
+    assert env["WORKER_RUNTIME_TOKEN_FILE"].endswith(f"/{name}")
     server = start(env, argv=argv, token=None)  # the token comes from its file
     server.token = token
     return server

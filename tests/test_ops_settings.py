@@ -5,13 +5,16 @@ and the waitress limits ``worker-runtime serve`` passes."""
 from __future__ import annotations
 
 import dataclasses
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from adapters import cli
+from adapters import cli, remote_cli
 from adapters.exposure import waitress_command
 from adapters.settings import (
+    CLIENT_VARIABLES,
     LogSettings,
     ServeSettings,
     known_variables,
@@ -29,6 +32,21 @@ def test_known_variables_cover_the_runtime_config_and_the_adapter() -> None:
     for f in dataclasses.fields(RuntimeConfig):
         assert env_variable(f.name) in known
     assert {"WORKER_RUNTIME_TOKEN", "WORKER_RUNTIME_LOG_FORMAT", "WORKER_RUNTIME_STORE"} <= known
+
+
+def test_the_client_commands_variables_are_known_too() -> None:
+    """A shell that runs ``worker-runtime status`` (``WORKER_RUNTIME_URL``) and
+    starts a server gets no warning for the client's variables."""
+    assert remote_cli.URL_VAR in CLIENT_VARIABLES
+    assert known_variables() >= CLIENT_VARIABLES
+    root = Path(__file__).resolve().parent.parent
+    texts = [(root / "adapters" / "remote_cli.py").read_text("utf-8")]
+    texts.append((root / "docs" / "cli.md").read_text("utf-8"))
+    named = {n for text in texts for n in re.findall(r"WORKER_RUNTIME_[A-Z0-9_]*[A-Z0-9]", text)}
+    assert "WORKER_RUNTIME_URL" in named
+    assert named <= known_variables(), named - known_variables()
+    env = {name: "x" for name in named}
+    assert unknown_variables(env) == []
 
 
 def test_a_misspelt_variable_names_the_closest_known_one() -> None:

@@ -4,26 +4,35 @@ A ``command`` run whose shell ignores SIGTERM and has a grandchild is active, a
 long-poll is held; on SIGTERM or SIGINT new commands get 503, the wait is
 answered, the run's processes are gone, the store is flushed and the server
 exits within the cancel grace + 2 s. The run's final status, read after a
-restart, is ``interrupted`` (a shutdown, not a cancel).
+restart, is ``interrupted`` (a shutdown, not a cancel). And no access line is
+lost at that exit, even with stderr unread and the log queue full of lines.
 """
 
 from __future__ import annotations
 
+import fcntl
+import http.client
 import json
 import os
+import re
+import select
 import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from .support.http_helpers import cli_argv
-from .support.server import Response, Server, serve, waitress_argv
+from .support.server import TOKEN, Response, Server, serve, waitress_argv
 
 CANCEL_GRACE_S = 2.0
+SERVING = re.compile(rb"Serving on http://127\.0\.0\.1:(\d+)")
+F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)  # Linux: the pipe's capacity
 
 
 def _alive(pid: int) -> bool:
@@ -136,23 +145,132 @@ def test_waitress_serve_refuses_a_generated_token_off_loopback(tmp_path: Path) -
     assert b"Traceback" not in done.stderr
 
 
+class Traffic(threading.Thread):
+    """Requests one after another, each with its own ``X-Request-Id``, until the
+    server is gone; keeps the ids of those answered.
+
+    A stopped server keeps its socket open (waitress does not close it) while
+    the process writes its last lines: a request then goes unanswered, and after
+    ``TIMEOUT_S`` the thread takes the server for gone."""
+
+    TIMEOUT_S = 3.0
+
+    LIMIT = 20000  # a bound, should the server never stop
+
+    def __init__(self, server: Server, name: str) -> None:
+        super().__init__(daemon=True)
+        self.server, self.prefix = server, name
+        self.answered: list[tuple[str, int]] = []
+
+    def run(self) -> None:
+        for n in range(self.LIMIT):
+            request_id = f"{self.prefix}-{n}"
+            try:
+                got = self.server.request(
+                    "GET",
+                    "/v1/runtime",
+                    headers={"X-Request-Id": request_id},
+                    timeout=self.TIMEOUT_S,
+                )
+            except (OSError, http.client.HTTPException):  # refused, reset, unanswered
+                return
+            assert got.headers["x-request-id"] == request_id
+            self.answered.append((request_id, got.status))
+
+
+@contextmanager
+def _server_with_unread_stderr(env: dict[str, str], argv: list[str]) -> Iterator[Server]:
+    """The server with its stderr read only up to "Serving on": from then on the
+    pipe fills and the log writer blocks, until the caller reads the rest
+    (``process.communicate``). Killed on exit, if still running."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("WORKER_RUNTIME_")}
+    full_env.update({"WORKER_RUNTIME_TOKEN": TOKEN, **env})
+    process = subprocess.Popen(
+        argv,
+        env=full_env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        bufsize=0,
+        start_new_session=True,
+    )
+    try:
+        assert process.stderr is not None
+        head = bytearray()
+        deadline = time.monotonic() + 30
+        while (found := SERVING.search(head)) is None:
+            assert process.poll() is None and time.monotonic() < deadline, head.decode()[-2000:]
+            if select.select([process.stderr], [], [], 0.5)[0]:
+                head.extend(os.read(process.stderr.fileno(), 65536))
+        yield Server(process=process, port=int(found[1]), token=TOKEN, stderr=head)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.communicate(timeout=10)
+
+
 @pytest.mark.parametrize("command", ["waitress-serve", "worker-runtime serve"])
-def test_json_logs_parse_and_lose_no_line_at_shutdown(command: str) -> None:
-    env = {"WORKER_RUNTIME_LOG_FORMAT": "json", "WORKER_RUNTIME_STOR": "fs"}
+def test_json_logs_parse_and_lose_no_line_at_shutdown(tmp_path: Path, command: str) -> None:
+    """SIGTERM while four threads send requests, a long-poll is held and a
+    stubborn run keeps the shutdown going for its grace, with stderr unread:
+    requests are still answered (the access log is written off the request
+    thread), lines queue up, and at exit every request answered, before or
+    during the shutdown (the 503s, the wait the shutdown answers), has its
+    access line, and every line parses."""
+    env = {
+        **_env(tmp_path),
+        "WORKER_RUNTIME_LOG_FORMAT": "json",
+        "WORKER_RUNTIME_STOR": "fs",
+        "WORKER_RUNTIME_URL": "http://127.0.0.1:8780",  # the client's: no warning
+    }
     argv = waitress_argv() if command == "waitress-serve" else cli_argv("--log-level=info")
-    with serve(env, argv=argv) as server:
+    with _server_with_unread_stderr(env, argv) as server:
+        assert server.process.stderr is not None
+        pipe_bytes = fcntl.fcntl(server.process.stderr.fileno(), F_GETPIPE_SZ)
         for i in range(20):
             assert server.request("POST", "/v1/workers", {"worker_id": f"w{i}"}).status == 201
+        _start_stubborn_run(server, tmp_path)  # worker "w": the 21st create
+        ahead = server.request("GET", "/v1/runtime").json()["runtime"]["last_event_id"] + 1
+        polled: list[Response] = []
+        poll = threading.Thread(
+            target=lambda: polled.append(
+                server.request(
+                    "GET",
+                    f"/v1/events?cursor={ahead}&worker_id=w0&wait=30",
+                    headers={"X-Request-Id": "held-wait"},
+                )
+            )
+        )
+        poll.start()
+        _wait_for(lambda: server.request("GET", "/v1/runtime").json()["runtime"]["waiters"] == 1)
+        traffic = [Traffic(server, f"t{k}") for k in range(4)]
+        for thread in traffic:
+            thread.start()
+        # Access lines (well over 100 bytes each) for twice what the pipe holds:
+        # the rest waits in the log queue when the signal comes.
+        _wait_for(lambda: sum(len(t.answered) for t in traffic) > 2 * pipe_bytes // 100, 60)
         server.process.send_signal(signal.SIGTERM)
-        assert server.process.wait(timeout=15) == 0
-        # The drain thread reads stderr to EOF now that the process is gone; the
-        # last line written before exit tells the whole output is in.
-        last = "closed" if command == "worker-runtime serve" else "SIGTERM"
-        text = _wait_for(lambda: last in server.stderr.decode() and server.stderr.decode())
-    lines = [json.loads(line) for line in text.splitlines() if line.strip()]
+        poll.join(CANCEL_GRACE_S + 10)
+        for thread in traffic:
+            thread.join(CANCEL_GRACE_S + 15)  # they end once the server stops answering
+        assert not any(t.is_alive() for t in traffic)
+        # Only now is stderr read: the lines still queued must be written at exit.
+        _out, rest = server.process.communicate(timeout=CANCEL_GRACE_S + 15)
+        assert server.process.returncode == 0
+        text = (bytes(server.stderr) + rest).decode()
+        assert polled and polled[0].status == 200  # answered by the shutdown
+        answered = ["held-wait", *(request_id for t in traffic for request_id, _ in t.answered)]
+        statuses = [status for t in traffic for _, status in t.answered]
+        print(f"{command}: {len(answered)} answered, {statuses.count(503)} of them 503")
+        assert set(statuses) <= {200, 503}
+    lines = [json.loads(line) for line in text.splitlines()]
     assert all({"level", "logger", "message", "timestamp"} <= line.keys() for line in lines)
     access = [line for line in lines if line["logger"] == "adapters.access"]
-    assert [line["route"] for line in access].count("/v1/workers") == 20
+    assert [line["route"] for line in access].count("/v1/workers") == 21
+    logged = {line["request_id"] for line in access}
+    missing = [request_id for request_id in answered if request_id not in logged]
+    assert not missing, f"{len(missing)} answered requests have no access line: {missing[:5]}"
     assert any("did you mean WORKER_RUNTIME_STORE?" in line["message"] for line in lines)
-    assert "test-token" not in text
+    assert not any("WORKER_RUNTIME_URL" in line["message"] for line in lines)
+    assert TOKEN not in text
     assert any("SIGTERM" in line["message"] for line in lines)
