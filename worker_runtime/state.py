@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-import typing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -34,18 +33,14 @@ from .domain import (
     WorkerStatus,
 )
 from .errors import OperationTimeout, RuntimeUnavailable, StoreCorrupt, WorkerNotFound
-from .positions import PositionSet
+from .sharing import Sharing
 from .stores import Store, StoreState
 from .waits import POLL_S, abandoned
+from .worker_index import WorkerIndex
 
 __all__ = ["StateTable"]
 
 _NO_DATA: dict[str, str | int | None] = {}
-
-_SHARED_VALUES = 1024
-"""How many distinct intents, profiles and usages the table shares between
-records (equal frozen values are interchangeable; past this, new ones are
-simply kept as they come)."""
 
 _DELETED_KEPT = 1024
 """Deleted ids whose ``worker_deleted`` event the table remembers (the newest
@@ -73,22 +68,10 @@ class StateTable:
         # Long-pollers and second stoppers wait on this; every change that may
         # end their wait notifies it.
         self._changed = threading.Condition(self._lock)
-        self._workers: dict[str, WorkerRecord] = {}
-        # Kept as records change (never recounted): workers by status, and the
-        # ordered indexes a ListWorkers page walks. A worker's creation position
-        # is its index in ``_ids`` (None once removed).
-        self._counts: dict[WorkerStatus, int] = dict.fromkeys(WorkerStatus, 0)
-        self._queued = 0  # runs waiting in every worker's queue
-        self._ids: list[str | None] = []
-        self._position: dict[str, int] = {}
-        self._all = PositionSet()
-        self._by_status: dict[WorkerStatus, PositionSet] = {s: PositionSet() for s in WorkerStatus}
-        # Equal values shared between records, and the last timestamp and ref
-        # made: an idle worker costs less memory when its record, event and
-        # diagnostic share what is equal.
-        self._shared: dict[object, object] = {}
-        self._last_stamp = ""
-        self._last_ref: WorkerRef | None = None
+        # The records, with their counts and creation order kept as they change.
+        self._workers = WorkerIndex()
+        # Equal values shared between records: an idle worker costs less memory.
+        self._sharing = Sharing(clock, self.runtime_id)
         self._stopping: set[str] = set()
         self._last_event_id = 0
         # Each worker's newest event id: what a wait on one worker's events
@@ -207,11 +190,11 @@ class StateTable:
 
     def queued_count(self) -> int:
         """Runs waiting in workers' queues (lock held): kept as records change, O(1)."""
-        return self._queued
+        return self._workers.queued
 
     def ids_with_queue(self) -> list[str]:
         """Workers with queued runs, in creation order (lock held)."""
-        return [w for w, record in self._workers.items() if record.queued]
+        return [record.worker_id for record in self._workers.records() if record.queued]
 
     def last_event_of(self, worker_id: str) -> int:
         """The id of the worker's newest event, 0 if none (lock held)."""
@@ -219,13 +202,13 @@ class StateTable:
 
     def counts(self) -> dict[WorkerStatus, int]:
         """Workers by status (lock held): kept as records change, O(1)."""
-        return dict(self._counts)
+        return self._workers.counts()
 
     def recount(self) -> dict[WorkerStatus, int]:
         """Workers by status counted from every record: O(n), for tests and
         audits (it must always equal :meth:`counts`)."""
         counts = dict.fromkeys(WorkerStatus, 0)
-        for record in self._workers.values():
+        for record in self._workers.records():
             counts[record.status] += 1
         return counts
 
@@ -235,12 +218,8 @@ class StateTable:
     # -- workers -----------------------------------------------------------------
 
     def ref(self, worker_id: str) -> WorkerRef:
-        """The worker's ref (the last one made is handed out again: an operation
-        usually names one worker several times)."""
-        ref = self._last_ref
-        if ref is None or ref.worker_id != worker_id:
-            ref = self._last_ref = WorkerRef(runtime_id=self.runtime_id, worker_id=worker_id)
-        return ref
+        """The worker's ref (shared: an operation usually names one worker several times)."""
+        return self._sharing.ref(worker_id)
 
     def find(self, worker_id: str) -> WorkerRecord | None:
         """The worker's record, or None (lock held)."""
@@ -302,33 +281,20 @@ class StateTable:
         self, *, after: str | None, status: WorkerStatus | None, limit: int
     ) -> tuple[list[WorkerRecord], bool]:
         """Up to ``limit`` workers in creation order past ``after`` (a known id),
-        only those in ``status`` if given, and whether more follow (lock held).
-
-        O(log n + limit): the page is read from the ordered index of creation
-        positions (all workers, or those in ``status``)."""
-        begin = self._position[after] if after is not None else -1
-        index = self._all if status is None else self._by_status[status]
-        # One more than asked tells whether another page follows.
-        positions = index.after(begin, limit + 1)
-        ids, workers = self._ids, self._workers
-        page = [workers[typing.cast(str, ids[p])] for p in positions[:limit]]
-        return page, len(positions) > limit
+        only those in ``status`` if given, and whether more follow (lock held):
+        O(log n + limit)."""
+        return self._workers.page(after=after, status=status, limit=limit)
 
     def scan_page(
         self, *, after: str | None, status: WorkerStatus | None, limit: int
     ) -> tuple[list[WorkerRecord], bool]:
-        """:meth:`page` by a full scan of the records in creation order: O(n),
-        the reference the index is tested against."""
-        ids = list(self._workers)
-        begin = ids.index(after) + 1 if after is not None else 0
-        records = [self._workers[w] for w in ids[begin:]]
-        matching = [r for r in records if status is None or r.status == status]
-        return matching[:limit], len(matching) > limit
+        """:meth:`page` by a full scan: O(n), the reference it is tested against."""
+        return self._workers.scan_page(after=after, status=status, limit=limit)
 
     def add_worker(self, record: WorkerRecord) -> None:
         """Store a new worker's record (lock held); an earlier worker of the same
         id is forgotten for good (its ``worker_deleted`` event too)."""
-        record = self._compact(record)
+        record = self._sharing.record(record)
         self._store.put_worker(record)
         self._put(record)
         self._deleted.pop(record.worker_id, None)
@@ -348,7 +314,7 @@ class StateTable:
 
     def save_worker(self, record: WorkerRecord, **changes: Any) -> WorkerRecord:
         """Store ``record`` with ``changes`` applied and a new ``updated_at`` (lock held)."""
-        record = dataclasses.replace(record, **changes, updated_at=self._now())
+        record = dataclasses.replace(record, **changes, updated_at=self._sharing.now())
         self._store.put_worker(record)
         self._put(record)
         return record
@@ -357,74 +323,15 @@ class StateTable:
         """Forget a worker (lock held): its record, its place in the indexes and
         its count. The table's half of a delete; the store keeps its files until
         a delete verb of its own removes them. Returns the record, or None."""
-        record = self._workers.pop(worker_id, None)
-        if record is None:
-            return None
-        position = self._position.pop(worker_id)
-        self._ids[position] = None
-        self._all.discard(position)
-        self._by_status[record.status].discard(position)
-        self._counts[record.status] -= 1
-        self._queued -= len(record.queued)
-        self._stopping.discard(worker_id)
+        record = self._workers.remove(worker_id)
+        if record is not None:
+            self._stopping.discard(worker_id)
         return record
 
     def _put(self, record: WorkerRecord) -> None:
-        """Make ``record`` the worker's current one, keeping the counts and the
-        indexes in step: the only place a record enters the table."""
-        worker_id = record.worker_id
-        old = self._workers.get(worker_id)
-        self._workers[worker_id] = record
-        self._queued += len(record.queued) - (len(old.queued) if old is not None else 0)
-        if old is None:
-            position = len(self._ids)
-            self._ids.append(worker_id)
-            self._position[worker_id] = position
-            self._all.add(position)
-            self._by_status[record.status].add(position)
-            self._counts[record.status] += 1
-        elif old.status is not record.status:
-            position = self._position[worker_id]
-            self._by_status[old.status].discard(position)
-            self._by_status[record.status].add(position)
-            self._counts[old.status] -= 1
-            self._counts[record.status] += 1
-
-    def _now(self) -> str:
-        """The clock's time, as the same string object as the last call when it
-        reads the same (millisecond resolution): records, events and diagnostics
-        made together share one string."""
-        now = self._clock.now()
-        if now == self._last_stamp:
-            return self._last_stamp
-        self._last_stamp = now
-        return now
-
-    def _shared_value(self, value: Any) -> Any:
-        shared = self._shared.get(value)
-        if shared is not None:
-            return shared
-        if len(self._shared) < _SHARED_VALUES:
-            self._shared[value] = value
-        return value
-
-    def _compact(self, record: WorkerRecord) -> WorkerRecord:
-        """``record`` with equal values shared: the intent, profile and usage
-        most workers have in common, and the creation time of the event
-        announcing it. Equal immutable values are interchangeable."""
-        stamp = record.created_at
-        if stamp == self._last_stamp:
-            stamp = self._last_stamp
-        changes = {
-            "intent": self._shared_value(record.intent),
-            "profile": self._shared_value(record.profile),
-            "usage": self._shared_value(record.usage),
-            "created_at": stamp,
-            "updated_at": stamp if record.updated_at == stamp else record.updated_at,
-        }
-        if all(getattr(record, name) is value for name, value in changes.items()):
-            return record
-        return dataclasses.replace(record, **changes)
+        """Make ``record`` the worker's current one: the only place a record
+        enters the table (the index keeps its counts and order in step)."""
+        self._workers.put(record)
 
     def append_entry(
         self,
@@ -525,7 +432,7 @@ class StateTable:
         event = Event(
             event_id=self._last_event_id + 1,
             type=type_,
-            created_at=at or self._now(),
+            created_at=at or self._sharing.now(),
             worker_ref=self.ref(worker_id) if worker_id else None,
             run_id=run_id,
             # Most events carry no data: they share one empty dict (events are
@@ -549,7 +456,7 @@ class StateTable:
             severity=severity,
             code=code,
             message=message,
-            created_at=self._now(),
+            created_at=self._sharing.now(),
             worker_ref=self.ref(worker_id) if worker_id else None,
         )
         self._store.append_diagnostic(diagnostic)
