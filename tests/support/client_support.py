@@ -84,10 +84,13 @@ class Rules:
     drop_after_forward: Callable[[str, str], bool] | None = None
     """Forward a matching request, then hang up instead of relaying the answer (once)."""
     unavailable: int = 0
-    """Answer this many requests 503 ``runtime_unavailable`` without forwarding."""
+    """Answer this many requests 503 without forwarding."""
+    unavailable_body: bytes = b'{"error":{"code":"runtime_unavailable","message":"busy"}}'
+    """The body of those 503s (the runtime's, by default; a load balancer's page, say)."""
     retry_after: str | None = "1"
     canned: tuple[int, bytes] | None = None
     """Answer every request with this status and body, without forwarding."""
+    canned_headers: dict[str, str] = field(default_factory=dict)
     seen: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
     """(method, path, headers) of every request the proxy received."""
 
@@ -148,12 +151,11 @@ class Proxy:
             if unavailable:
                 rules.unavailable -= 1
         if rules.canned is not None:
-            self._answer(h, *rules.canned, {})
+            self._answer(h, *rules.canned, rules.canned_headers)
             return
         if unavailable:
-            body_503 = b'{"error":{"code":"runtime_unavailable","message":"busy"}}'
             extra = {"Retry-After": rules.retry_after} if rules.retry_after else {}
-            self._answer(h, 503, body_503, extra)
+            self._answer(h, 503, rules.unavailable_body, extra)
             return
         try:
             status, headers, data = self._forward(h, body)
