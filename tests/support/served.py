@@ -8,8 +8,9 @@ on the in-process engines: ``on_target(kind, rt)`` yields ``rt`` itself or such
 a client (``TARGETS`` lists the kinds).
 
 The server's event loop runs on its own thread until the block ends; stopping
-wakes it through waitress's trigger and closes every socket on that thread (the
-loop is not thread-safe), then waits for the request threads.
+wakes it through waitress's trigger, waits for it to end, then closes every
+socket (never while the loop runs: it is not thread-safe) and waits for the
+request threads.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class Served:
             log_socket_errors=False,
         )
         self._stop = threading.Event()
+        self._failure: BaseException | None = None
         self._thread = threading.Thread(target=self._loop, name="served", daemon=True)
         self._thread.start()
 
@@ -61,22 +63,27 @@ class Served:
         return f"http://127.0.0.1:{self._server.effective_port}"
 
     def _loop(self) -> None:
-        socket_map = self._server._map
         try:
             while not self._stop.is_set():
-                wasyncore.loop(timeout=_LOOP_TIMEOUT_S, map=socket_map, count=1)
-        finally:
-            wasyncore.close_all(socket_map)
+                wasyncore.loop(
+                    timeout=_LOOP_TIMEOUT_S, map=self._server._map, use_poll=True, count=1
+                )
+        except BaseException as exc:
+            self._failure = exc  # raised by close(): a dead loop must fail the test
+            raise
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop accepting, close every connection, wait for the request threads."""
         if self._stop.is_set():
             return
         self._stop.set()
-        self._server.pull_trigger()
+        self._server.pull_trigger()  # wakes the loop; only this thread closes the trigger
         self._thread.join(timeout)
         assert not self._thread.is_alive(), "the served event loop did not stop"
+        wasyncore.close_all(self._server._map)
         self._server.task_dispatcher.shutdown(timeout=timeout)
+        if self._failure is not None:
+            raise AssertionError("the served event loop failed") from self._failure
 
     def client(self, **kwargs: Any) -> RemoteRuntime:
         """A client of this server. No retries by default: a 503 is the answer
