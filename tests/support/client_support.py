@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from worker_runtime import Runtime, RuntimeAPI, RuntimeConfig
 from worker_runtime.client import RemoteRuntime
@@ -91,6 +92,9 @@ class Rules:
     canned: tuple[int, bytes] | None = None
     """Answer every request with this status and body, without forwarding."""
     canned_headers: dict[str, str] = field(default_factory=dict)
+    refused_parameter: str | None = None
+    """Refuse requests whose query has this parameter with 400 ``invalid_query``,
+    as a server that does not know it would."""
     seen: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
     """(method, path, headers) of every request the proxy received."""
 
@@ -150,6 +154,16 @@ class Proxy:
             unavailable = rules.unavailable > 0
             if unavailable:
                 rules.unavailable -= 1
+        if rules.refused_parameter is not None and rules.refused_parameter in parse_qs(
+            urlsplit(h.path).query
+        ):
+            name = rules.refused_parameter
+            body_400 = (
+                '{"error":{"code":"invalid_query","message":"unknown parameter",'
+                f'"details":{{"parameter":"{name}"}}}}}}'
+            ).encode()
+            self._answer(h, 400, body_400, {})
+            return
         if rules.canned is not None:
             self._answer(h, *rules.canned, rules.canned_headers)
             return

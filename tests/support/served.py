@@ -24,12 +24,13 @@ from waitress import wasyncore
 from waitress.server import create_server
 
 from adapters.app import create_app
+from adapters.settings import HttpSettings
 from worker_runtime import Runtime, RuntimeAPI
 from worker_runtime.client import RemoteRuntime
 
 from .server import TOKEN
 
-__all__ = ["TARGETS", "Served", "on_target", "served"]
+__all__ = ["TARGETS", "Served", "on_target", "served", "serving"]
 
 TARGETS = ("in-process", "remote")
 
@@ -42,10 +43,12 @@ _LOOP_TIMEOUT_S = 1.0
 class Served:
     """A waitress server for one runtime, on a thread of this process."""
 
-    def __init__(self, runtime: Runtime, *, threads: int = THREADS) -> None:
+    def __init__(
+        self, runtime: Runtime, *, threads: int = THREADS, settings: HttpSettings | None = None
+    ) -> None:
         self.runtime = runtime
         self._server: Any = create_server(
-            create_app(runtime, token=TOKEN),
+            create_app(runtime, token=TOKEN, settings=settings),
             host="127.0.0.1",
             port=0,
             threads=threads,
@@ -59,8 +62,12 @@ class Served:
         self._thread.start()
 
     @property
+    def port(self) -> int:
+        return int(self._server.effective_port)
+
+    @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._server.effective_port}"
+        return f"http://127.0.0.1:{self.port}"
 
     def _loop(self) -> None:
         try:
@@ -93,15 +100,24 @@ class Served:
 
 
 @contextmanager
-def served(runtime: Runtime, **client: Any) -> Iterator[RemoteRuntime]:
-    """A :class:`RemoteRuntime` of ``runtime`` served on loopback until the block ends
-    (``client`` are its keyword arguments). The runtime stays the caller's to close."""
-    server = Served(runtime)
+def serving(runtime: Runtime, *, settings: HttpSettings | None = None) -> Iterator[Served]:
+    """``runtime`` served on loopback until the block ends (``settings`` are the
+    adapter's). The runtime stays the caller's to close."""
+    server = Served(runtime, settings=settings)
     try:
-        with server.client(**client) as remote:
-            yield remote
+        yield server
     finally:
         server.close()
+
+
+@contextmanager
+def served(
+    runtime: Runtime, *, settings: HttpSettings | None = None, **client: Any
+) -> Iterator[RemoteRuntime]:
+    """A :class:`RemoteRuntime` (``client`` are its keyword arguments) of ``runtime``
+    served on loopback until the block ends."""
+    with serving(runtime, settings=settings) as server, server.client(**client) as remote:
+        yield remote
 
 
 @contextmanager
