@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -92,3 +93,9 @@ def test_content_past_the_body_limit_is_payload_too_large_an_invalid_request() -
             assert too_long.value.details == {"field": "content", "maximum": 2000}
         ack = rt.dispatch(big)  # within the runtime's own limit: accepted in-process
         assert ack.worker_ref.worker_id == "w"
+
+
+def test_library_docs_name_each_adapter_only_code() -> None:
+    text = (Path(__file__).resolve().parent.parent / "docs" / "library.md").read_text("utf-8")
+    for code, *_ in REFUSALS:
+        assert f"`{code}`" in text, code
