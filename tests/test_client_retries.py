@@ -70,6 +70,26 @@ def test_a_delete_whose_answer_is_lost_is_retried_and_answers_its_ack(proxy: Pro
             rt.dispatch(c.DeleteWorker(worker_id="gone"))
 
 
+def test_every_state_changing_operation_documents_the_idempotency_key(server: Server) -> None:
+    """The client sends a key on each route that changes state: the served OpenAPI
+    document offers the header on exactly those (DELETE included)."""
+    paths = server.request("GET", "/v1/openapi.json").json()["paths"]
+    keyed = {
+        (method.upper(), path)
+        for path, operations in paths.items()
+        for method, operation in operations.items()
+        if any(p.get("name") == "Idempotency-Key" for p in operation.get("parameters", []))
+    }
+    changing = {
+        (method.upper(), path)
+        for path, operations in paths.items()
+        for method in operations
+        if method in ("post", "delete")
+    }
+    assert keyed == changing
+    assert ("DELETE", "/v1/workers/{worker_id}") in keyed
+
+
 def test_each_call_gets_its_own_key_and_the_callers_key_is_sent(proxy: Proxy) -> None:
     with RemoteRuntime(proxy.url, token=TOKEN) as rt:
         rt.dispatch(c.CreateWorker(worker_id="k1"))
