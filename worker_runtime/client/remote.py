@@ -52,13 +52,15 @@ class RemoteRuntime:
     :class:`~worker_runtime.errors.WorkerRuntimeError` carrying it).
 
     ``timeout`` bounds each request (a long poll gets its ``wait`` on top).
-    A connection failure or a 503 is retried up to ``retries`` times with
-    backoff, honouring ``Retry-After`` (a proxy's 502 too); every command that
-    changes state (POST, DELETE) carries an ``Idempotency-Key`` (the caller's,
-    or one made for the call and reused by its retries), so a retry never does
-    the work twice, and a delete whose answer was lost answers its ack again. When the retries are
-    spent, a connection failure raises ``RuntimeUnreachable`` (a
-    ``RuntimeUnavailable``) and a timeout ``OperationTimeout``.
+    A connection failure, a 503 or a proxy's 502 is retried up to ``retries``
+    times with backoff, honouring ``Retry-After``; every command that changes
+    state (POST, DELETE) carries an ``Idempotency-Key`` (the caller's, or one
+    made for the call and reused by its retries), so a retry never does the
+    work twice (a delete whose answer was lost answers its ack again). When
+    the retries are spent, a connection failure raises ``RuntimeUnreachable``
+    (a ``RuntimeUnavailable``) and a timeout ``OperationTimeout``; a proxy's
+    page instead of the API's error (502, 503, 504) raises what the runtime's
+    own answer of that status would.
 
     Thread-safe; connections are kept alive and pooled. Close it (or use
     ``with``) to release them.
