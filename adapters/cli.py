@@ -48,10 +48,15 @@ CHANNEL_REQUEST_LOOKAHEAD = 5
 
 log = logging.getLogger("adapters.cli")
 
+DESCRIPTION = (
+    "The worker-runtime command line: 'serve' runs a runtime behind its HTTP API; "
+    "the other commands are clients of a running one (docs/cli.md)."
+)
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``worker-runtime`` argument parser: ``serve``, and the client commands."""
-    parser = argparse.ArgumentParser(prog="worker-runtime", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="worker-runtime", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"worker-runtime {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve the HTTP API on waitress")

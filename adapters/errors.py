@@ -31,8 +31,13 @@ RETRY_AFTER_S = "1"
 
 # Most specific first: the first class the error is an instance of wins.
 _STATUS_BY_CLASS: tuple[tuple[type[core.WorkerRuntimeError], int], ...] = (
+    (core.PayloadTooLarge, 413),
+    (core.UnsupportedMediaType, 415),
     (core.InvalidRequest, 400),
+    (core.Unauthorized, 401),
+    (core.BrowserOriginForbidden, 403),
     (core.NotFound, 404),
+    (core.MethodNotAllowed, 405),
     (core.Conflict, 409),
     (core.Unprocessable, 422),
     (core.RuntimeUnavailable, 503),
@@ -51,20 +56,10 @@ _CODE_BY_FALCON_STATUS = {
 }
 
 
-# The codes the adapter answers itself (``ApiError`` and falcon's errors).
-_ADAPTER_STATUS_BY_CODE = {
-    "invalid_json": 400,
-    "unauthorized": 401,
-    "browser_origin_forbidden": 403,
-    "not_found": 404,
-    "method_not_allowed": 405,
-    "payload_too_large": 413,
-    "unsupported_media_type": 415,
-}
-
-
 class ApiError(Exception):
-    """An error the adapter raises itself, with its status and stable code."""
+    """An error the adapter raises itself, with its status and stable code (each
+    code has its class in ``worker_runtime.errors`` too, so a remote caller can
+    catch it; :func:`status_of_code` gives the status that class maps to)."""
 
     def __init__(
         self,
@@ -108,9 +103,7 @@ def _class_status(cls: type[core.WorkerRuntimeError]) -> int:
 
 def status_of_code(code: str) -> int:
     """The HTTP status an error ``code`` is answered with (500 for a code no
-    error class or adapter refusal has)."""
-    if code in _ADAPTER_STATUS_BY_CODE:
-        return _ADAPTER_STATUS_BY_CODE[code]
+    error class has)."""
     for cls in _core_classes(core.WorkerRuntimeError):
         if cls.code == code:
             return _class_status(cls)

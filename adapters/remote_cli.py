@@ -5,7 +5,8 @@ transcript | events | diagnostics``: the client commands of the console script, 
 Each prints a human-readable table, or with ``--json`` the API's JSON (paged
 lists joined into one document; followed events one object per line). Exit
 status: 0 done; 1 a typed error (its code and message on stderr) or, for
-``send --follow``, a run that did not complete; 2 a usage or connection error.
+``send --follow``, a run that did not complete; 2 a usage or connection error;
+141 the reader of stdout went away (``| head -1``), quietly.
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ from worker_runtime.wire import to_json
 
 from .settings import read_token_file, token_from_env
 
-__all__ = ["DEFAULT_URL", "add_client_commands", "run_client"]
+__all__ = ["DEFAULT_URL", "EXIT_BROKEN_PIPE", "add_client_commands", "run_client"]
 
 DEFAULT_URL = "http://127.0.0.1:8780"
+EXIT_BROKEN_PIPE = 128 + 13
+"""The exit status when stdout's reader went away: a shell's for SIGPIPE."""
 URL_VAR = "WORKER_RUNTIME_URL"
 TERMINAL = frozenset(
     {"run_completed", "run_failed", "run_cancelled", "run_timed_out", "run_interrupted"}
@@ -114,6 +117,25 @@ def run_client(
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (``| head -1``): stop without a traceback, with the
+        # status of a writer a SIGPIPE ended, as other tools in a pipeline.
+        _silence(out)
+        return EXIT_BROKEN_PIPE
+
+
+def _silence(out: TextIO) -> None:
+    """Point ``out``'s descriptor at /dev/null, so the interpreter's flush of what
+    is still buffered at exit does not fail again on the closed pipe."""
+    try:
+        fd = out.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a file (a test's StringIO): nothing is flushed at exit
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 def _token(args: argparse.Namespace, environ: Mapping[str, str]) -> str:
@@ -390,12 +412,10 @@ def _events(rt: RemoteRuntime, args: argparse.Namespace, out: TextIO) -> int:
         return 0
     cursor = 1 if args.cursor is None else args.cursor
     while True:
-        page = rt.dispatch(c.ReadEvents(cursor=cursor))
+        # The runtime filters by worker: other workers' events never cross the wire.
+        page = rt.dispatch(c.ReadEvents(cursor=cursor, worker_id=args.worker))
         for event in page.events:
-            if args.worker is None or (
-                event.worker_ref is not None and event.worker_ref.worker_id == args.worker
-            ):
-                show(event)
+            show(event)
         cursor = page.cursor.next_event_id
         if not page.has_more:
             return 0

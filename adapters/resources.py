@@ -69,13 +69,24 @@ def _field(error: InvalidRequest) -> str:
     return field.removeprefix("/args").lstrip("/").split("/", 1)[0]
 
 
-def _for_http(error: InvalidRequest, query: Mapping[str, QueryKind]) -> InvalidRequest:
+def _for_http(error: InvalidRequest, route: Route, maxima: Mapping[str, Any]) -> InvalidRequest:
     """Point a core validation error at what the HTTP client sent: a fault in a
-    query parameter is ``invalid_query``; body fields lose the ``/args`` prefix."""
+    query parameter is ``invalid_query`` (keeping the core's other details, such
+    as ``maximum``); body fields lose the ``/args`` prefix."""
     name = _field(error)
-    if name in query and not isinstance(error, InvalidQuery | InvalidWorkerId | LimitTooLarge):
+    if name in route.query and not isinstance(
+        error, InvalidQuery | InvalidWorkerId | LimitTooLarge
+    ):
         reason = error.details.get("reason", error.message)
-        return InvalidQuery(f"query parameter {name!r}: {reason}", details={"parameter": name})
+        kept = {k: v for k, v in error.details.items() if k not in ("field", "reason")}
+        return _query_error(
+            InvalidQuery(
+                f"query parameter {name!r}: {reason}", details={"parameter": name, **kept}
+            ),
+            maxima,
+        )
+    if isinstance(error, InvalidQuery):
+        return _query_error(error, maxima)
     field = error.details.get("field")
     if isinstance(field, str) and field.startswith("/args"):
         details = {**error.details, "field": field.removeprefix("/args") or "/"}
@@ -84,6 +95,24 @@ def _for_http(error: InvalidRequest, query: Mapping[str, QueryKind]) -> InvalidR
             message = "body" + message
         return type(error)(message, details=details)
     return error
+
+
+def _query_error(error: InvalidQuery, maxima: Mapping[str, Any]) -> InvalidQuery:
+    """A refused number with a configured maximum (``wait``) names that maximum,
+    whatever refused it (the parser, the schema, the runtime), as the runtime's
+    own refusal does."""
+    name = error.details.get("parameter")
+    if isinstance(name, str) and name in maxima and "maximum" not in error.details:
+        return InvalidQuery(error.message, details={**error.details, "maximum": maxima[name]})
+    return error
+
+
+def _maxima(runtime: Runtime, route: Route) -> dict[str, Any]:
+    return {
+        name: getattr(runtime.config, bound)
+        for name, bound in route.bounds.items()
+        if route.query.get(name) is QueryKind.NUMBER
+    }
 
 
 class Operation:
@@ -103,20 +132,22 @@ class Operation:
         self._path_params = frozenset(route.path_params)
         self._encode = enveloped(route.envelope)
         self._waiters = waiters if route.long_poll else None
+        self._maxima = _maxima(runtime, route)
 
     def __call__(self, req: falcon.Request, resp: falcon.Response, **path: str) -> None:
         route = self.route
         args: dict[str, Any] = {}
-        key = None
         if route.body:
             # The body is judged before the query: its faults are the likelier ones.
             args = self._body(req)
-            if route.idempotent_key:
-                key = req.get_header("Idempotency-Key")
         else:
             # A body here means nothing, but one past the limit is still a JSON 413.
             read_body(req, self._max_body_bytes)
-        args.update(parse_query(req, route.query))
+        key = req.get_header("Idempotency-Key") if route.idempotent_key else None
+        try:
+            args.update(parse_query(req, route.query))
+        except InvalidQuery as error:
+            raise _query_error(error, self._maxima) from None
         args.update(path)
         # A long-poll (``wait``) holds this server thread until an event or the deadline.
         if self._waiters is not None and _positive(args.get("wait")):
@@ -168,14 +199,14 @@ class Operation:
         try:
             return self._rt.dispatch_json(wire, idempotency_key=key)
         except InvalidRequest as error:
-            raise _for_http(error, self.route.query) from None
+            raise _for_http(error, self.route, self._maxima) from None
 
     def _dispatch_encoded(self, args: dict[str, Any], key: str | None) -> bytes:
         wire = {"command": self.route.command, "args": args}
         try:
             return self._rt.dispatch_encoded(wire, self._encode, idempotency_key=key)
         except InvalidRequest as error:
-            raise _for_http(error, self.route.query) from None
+            raise _for_http(error, self.route, self._maxima) from None
 
 
 def _positive(value: Any) -> bool:

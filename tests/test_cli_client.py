@@ -341,6 +341,52 @@ def test_events_follow_prints_new_events_as_they_come(server: Server) -> None:
             process.wait(10)
 
 
+def test_events_of_one_worker_are_filtered_by_the_runtime(
+    capsys: pytest.CaptureFixture[str], server: Server
+) -> None:
+    assert cli(capsys, "create", "--id", "cli-w1")[0] == 0
+    assert cli(capsys, "create", "--id", "cli-w2")[0] == 0
+    with Proxy(server.port) as proxy:
+        code, out, _ = cli(capsys, "events", "--worker", "cli-w1", "--json", "--url", proxy.url)
+        reads = [path for _m, path, _h in proxy.rules.seen if path.startswith("/v1/events")]
+    assert code == 0
+    assert [
+        (e["type"], e["worker_ref"]["worker_id"]) for e in map(json.loads, out.splitlines())
+    ] == [("worker_created", "cli-w1")]
+    assert reads and all("worker_id=cli-w1" in path for path in reads)
+
+
+def test_a_closed_stdout_ends_the_follower_quietly(server: Server) -> None:
+    """``worker-runtime events --follow --json | head -1``: once the reader has
+    gone, the next event ends the command with 141 and no traceback."""
+    env = {**os.environ, "WORKER_RUNTIME_URL": server.base_url, "WORKER_RUNTIME_TOKEN": TOKEN}
+    argv = [sys.executable, "-m", "adapters.cli", "events", "--follow", "--json", "--cursor", "1"]
+    with subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+        try:
+            assert process.stdout is not None and process.stderr is not None
+            assert json.loads(process.stdout.readline())["event_id"] == 1
+            process.stdout.close()  # head -1 is done
+            with RemoteRuntime(server.base_url, token=TOKEN) as rt:
+                rt.dispatch(c.CreateWorker(worker_id="cli-pipe"))  # one more line to write
+            assert process.wait(30) == 141
+            assert process.stderr.read() == b""
+        finally:
+            process.kill()
+            process.wait(10)
+
+
+def test_the_top_level_help_describes_the_whole_command_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    assert exited.value.code == 0
+    text = capsys.readouterr().out
+    description = text.split("\n\n")[1]
+    assert "serve" in description and "client" in description
+    assert "run the HTTP adapter" not in description  # the serve command's own docstring
+
+
 def test_a_typed_error_prints_its_code_and_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = cli(capsys, "send", "nobody", "hi")
     assert (code, out) == (1, "")

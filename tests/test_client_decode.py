@@ -7,8 +7,8 @@ from typing import Any
 
 from worker_runtime import Runtime
 from worker_runtime import commands as c
-from worker_runtime.client.codec import result_type
 from worker_runtime.client.decode import converter
+from worker_runtime.commands import result_type
 from worker_runtime.domain import ConfigBundleRef, ProfileSelector, WorkerIntent
 from worker_runtime.wire import from_json, to_json
 

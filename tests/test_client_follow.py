@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from worker_runtime import Runtime
 from worker_runtime import commands as c
 from worker_runtime.client import RemoteRuntime, remote
 from worker_runtime.domain import Event
 from worker_runtime.testing import TERMINAL_EVENTS, wait_until
 
 from .support.client_support import Proxy
+from .support.served import serving
 from .support.server import TOKEN, serve, start, stop
 
 pytestmark = pytest.mark.timeout(120)
@@ -131,3 +133,25 @@ def test_following_a_worker_ends_after_its_deletion() -> None:
         assert not thread.is_alive(), "follow did not end"
         assert failed == []
         assert [(e.type, e.event_id) for e in seen] == [("worker_deleted", deleted.event_id)]
+
+
+def test_follow_filters_itself_on_a_server_without_the_worker_filter() -> None:
+    """A server that refuses ``worker_id`` on ``GET /v1/events`` (an older one):
+    the client reads unfiltered and keeps only that worker's events."""
+    with Runtime.open() as runtime, serving(runtime) as server, Proxy(server.port) as proxy:
+        proxy.rules.refused_parameter = "worker_id"
+        with RemoteRuntime(proxy.url, token=TOKEN) as rt:
+            rt.dispatch(c.CreateWorker(worker_id="mine"))
+            rt.dispatch(c.CreateWorker(worker_id="other"))
+            rt.dispatch(c.StopWorker(worker_id="other"))
+            rt.dispatch(c.StopWorker(worker_id="mine"))
+            seen = []
+            for event in rt.follow(worker_id="mine", cursor=1):
+                assert event.worker_ref is not None
+                seen.append((event.type, event.worker_ref.worker_id))
+                if event.type == "worker_stopped":
+                    break
+        assert seen == [("worker_created", "mine"), ("worker_stopped", "mine")]
+        reads = [path for method, path, _ in proxy.rules.seen if path.startswith("/v1/events")]
+        assert "worker_id=mine" in reads[0]  # tried once,
+        assert all("worker_id" not in path for path in reads[1:])  # then read unfiltered

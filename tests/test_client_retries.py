@@ -51,6 +51,45 @@ def test_a_post_whose_answer_is_lost_is_retried_and_applied_once(proxy: Proxy) -
         assert rt.dispatch(c.GetWorker(worker_id="once")).usage.inputs == 1
 
 
+def test_a_delete_whose_answer_is_lost_is_retried_and_answers_its_ack(proxy: Proxy) -> None:
+    with RemoteRuntime(proxy.url, token=TOKEN, pause=Pauses()) as rt:
+        rt.dispatch(c.CreateWorker(worker_id="gone"))
+        rt.dispatch(c.StopWorker(worker_id="gone"))
+        proxy.rules.drop_after_forward = lambda method, path: method == "DELETE"
+        ack = rt.dispatch(c.DeleteWorker(worker_id="gone"))
+        assert ack.worker_ref.worker_id == "gone"
+        deletes = [h for m, _p, h in proxy.rules.seen if m == "DELETE"]
+        assert len(deletes) == 2, "the lost answer was not retried"
+        assert deletes[0]["Idempotency-Key"] == deletes[1]["Idempotency-Key"]
+        (event,) = rt.dispatch(c.ReadEvents(cursor=ack.event_id, limit=1)).events
+        assert event.type == "worker_deleted"
+        with pytest.raises(errors.WorkerNotFound):
+            rt.dispatch(c.GetWorker(worker_id="gone"))
+        # A new call (a new key) finds nothing to delete.
+        with pytest.raises(errors.WorkerNotFound):
+            rt.dispatch(c.DeleteWorker(worker_id="gone"))
+
+
+def test_every_state_changing_operation_documents_the_idempotency_key(server: Server) -> None:
+    """The client sends a key on each route that changes state: the served OpenAPI
+    document offers the header on exactly those (DELETE included)."""
+    paths = server.request("GET", "/v1/openapi.json").json()["paths"]
+    keyed = {
+        (method.upper(), path)
+        for path, operations in paths.items()
+        for method, operation in operations.items()
+        if any(p.get("name") == "Idempotency-Key" for p in operation.get("parameters", []))
+    }
+    changing = {
+        (method.upper(), path)
+        for path, operations in paths.items()
+        for method in operations
+        if method in ("post", "delete")
+    }
+    assert keyed == changing
+    assert ("DELETE", "/v1/workers/{worker_id}") in keyed
+
+
 def test_each_call_gets_its_own_key_and_the_callers_key_is_sent(proxy: Proxy) -> None:
     with RemoteRuntime(proxy.url, token=TOKEN) as rt:
         rt.dispatch(c.CreateWorker(worker_id="k1"))
@@ -140,7 +179,7 @@ def test_an_unknown_error_code_raises_the_base_class_with_that_code(proxy: Proxy
 
 @pytest.mark.parametrize(
     ("status", "body"),
-    [(502, b"<html>bad gateway</html>"), (200, b'{"nope": 1}'), (200, b"[1]"), (404, b"{}")],
+    [(500, b"<html>oops</html>"), (200, b'{"nope": 1}'), (200, b"[1]"), (404, b"{}")],
 )
 def test_an_answer_that_is_not_the_api_raises_invalid_response(
     proxy: Proxy, status: int, body: bytes
@@ -176,3 +215,57 @@ def test_a_closed_client_refuses_new_calls(server: Server) -> None:
         rt.dispatch(c.GetRuntime())
     with pytest.raises(ClientClosed):
         next(rt.follow())
+
+
+@pytest.mark.parametrize("status", [502, 503])
+def test_a_proxys_bodiless_502_or_503_is_runtime_unavailable_and_retried(
+    proxy: Proxy, status: int
+) -> None:
+    """A load balancer's page while the runtime restarts: retried, then
+    ``RuntimeUnavailable`` naming the status and the ``Retry-After``."""
+    pauses = Pauses()
+    proxy.rules.canned = (status, b"<html>the runtime is restarting</html>")
+    proxy.rules.canned_headers = {"Content-Type": "text/html", "Retry-After": "2"}
+    with (
+        RemoteRuntime(proxy.url, token=TOKEN, retries=2, pause=pauses) as rt,
+        pytest.raises(errors.RuntimeUnavailable) as unavailable,
+    ):
+        rt.dispatch(c.GetRuntime())
+    assert type(unavailable.value) is errors.RuntimeUnavailable
+    assert unavailable.value.code == "runtime_unavailable"
+    assert unavailable.value.details == {"status": status, "retry_after_s": 2.0}
+    assert pauses == [2.0, 2.0]
+    assert len(proxy.rules.seen) == 3
+
+
+def test_a_proxys_bodiless_504_is_an_operation_timeout(proxy: Proxy) -> None:
+    pauses = Pauses()
+    proxy.rules.canned = (504, b"<html>gateway timeout</html>")
+    with (
+        RemoteRuntime(proxy.url, token=TOKEN, pause=pauses) as rt,
+        pytest.raises(errors.OperationTimeout) as timeout,
+    ):
+        rt.dispatch(c.GetWorker(worker_id="w"))
+    assert (timeout.value.code, timeout.value.details) == ("operation_timeout", {"status": 504})
+    assert isinstance(timeout.value, TimeoutError)
+    assert (pauses, len(proxy.rules.seen)) == ([], 1)  # the server's own 504 is not retried
+
+
+def test_follow_rides_out_a_proxys_bodiless_503s(server: Server, proxy: Proxy) -> None:
+    """More 503 pages than the client retries: follow backs off and goes on
+    (an ``InvalidResponse`` would end it)."""
+    pauses = Pauses()
+    with (
+        RemoteRuntime(proxy.url, token=TOKEN, retries=1, pause=pauses) as rt,
+        RemoteRuntime(server.base_url, token=TOKEN) as direct,
+    ):
+        direct.dispatch(c.CreateWorker(worker_id="lb"))
+        events = rt.follow(worker_id="lb", cursor=1)
+        assert next(events).type == "worker_created"
+        proxy.rules.unavailable_body = b"<html>restarting</html>"
+        proxy.rules.retry_after = None
+        proxy.rules.unavailable = 5
+        direct.dispatch(c.StopWorker(worker_id="lb"))
+        assert next(events).type == "worker_stopped"
+    assert proxy.rules.unavailable == 0
+    assert len(pauses) == 5  # 3 by the client's retries, 2 by follow's own backoff

@@ -1,7 +1,7 @@
 """State machines on the fs store.
 
 - :class:`FsRuntimeMachine` is the core's dispatcher-against-a-model machine
-  (``test_state_machine.py``) on the fs store, plus a rule that closes and
+  (``support/runtime_machine.py``) on the fs store, plus a rule that closes and
   reopens the runtime mid-run: every rule and invariant must still hold.
 - :class:`StoreMachine` drives the memory store (the reference) and the fs
   store with the same writes (run versions, queues, per-worker events,
@@ -49,7 +49,7 @@ from worker_runtime.stores.fs import flush as fs_flush
 
 from .support import strategies
 from .support.fs_support import NOW, RUNTIME_ID, FaultyOps, open_runtime, worker_record
-from .test_state_machine import MAX_QUEUED, POOL, RuntimeMachine
+from .support.runtime_machine import MAX_QUEUED, POOL, RuntimeMachine
 
 
 class SmallJournal:

@@ -6,7 +6,13 @@ The hierarchy::
     ├── InvalidRequest (ValueError)         invalid_request
     │   ├── InvalidWorkerId                 invalid_worker_id
     │   ├── InvalidQuery                    invalid_query
-    │   └── LimitTooLarge                   limit_too_large
+    │   ├── LimitTooLarge                   limit_too_large
+    │   ├── InvalidJson                     invalid_json              *
+    │   ├── PayloadTooLarge                 payload_too_large         *
+    │   └── UnsupportedMediaType            unsupported_media_type    *
+    ├── Unauthorized                        unauthorized              *
+    ├── BrowserOriginForbidden              browser_origin_forbidden  *
+    ├── MethodNotAllowed                    method_not_allowed        *
     ├── NotFound (LookupError)              not_found
     │   ├── WorkerNotFound                  worker_not_found
     │   └── RunNotFound                     run_not_found
@@ -27,6 +33,9 @@ The hierarchy::
     ├── ConfigError (ValueError)            invalid_config
     └── InternalError                       internal_error
 
+``*``: answered by the HTTP adapter only (a request the runtime never saw); the
+classes exist so that a remote caller (``worker_runtime.client``) can catch them.
+
 Codes are part of the API and never change. Mapping them to transport status
 codes (HTTP or otherwise) is the adapter's job; the core knows no transport.
 """
@@ -37,23 +46,29 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 __all__ = [
+    "BrowserOriginForbidden",
     "ConfigError",
     "Conflict",
     "CursorAhead",
     "IdempotencyKeyReused",
     "InternalError",
+    "InvalidJson",
     "InvalidQuery",
     "InvalidRequest",
     "InvalidWorkerId",
     "LimitTooLarge",
+    "MethodNotAllowed",
     "NotFound",
     "OperationTimeout",
+    "PayloadTooLarge",
     "RunNotFound",
     "RuntimeUnavailable",
     "StoreCorrupt",
+    "Unauthorized",
     "UnknownProfile",
     "Unprocessable",
     "UnsupportedCapability",
+    "UnsupportedMediaType",
     "UnsupportedOperation",
     "WorkerBusy",
     "WorkerExists",
@@ -100,6 +115,43 @@ class InvalidQuery(InvalidRequest):
 
 class LimitTooLarge(InvalidRequest):
     code = "limit_too_large"
+
+
+class InvalidJson(InvalidRequest):
+    """The request body is not JSON (HTTP only)."""
+
+    code = "invalid_json"
+
+
+class PayloadTooLarge(InvalidRequest):
+    """The request body is larger than the server takes (HTTP only;
+    ``details.maximum`` is its limit in bytes)."""
+
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(InvalidRequest):
+    """A request body that is not ``application/json`` (HTTP only)."""
+
+    code = "unsupported_media_type"
+
+
+class Unauthorized(WorkerRuntimeError):
+    """No or a wrong bearer token (HTTP only)."""
+
+    code = "unauthorized"
+
+
+class BrowserOriginForbidden(WorkerRuntimeError):
+    """A request with an ``Origin`` header: browsers may not call the runtime (HTTP only)."""
+
+    code = "browser_origin_forbidden"
+
+
+class MethodNotAllowed(WorkerRuntimeError):
+    """The route does not serve that HTTP method (HTTP only)."""
+
+    code = "method_not_allowed"
 
 
 class NotFound(WorkerRuntimeError, LookupError):

@@ -54,12 +54,18 @@ class Route:
     body_required: bool = False
     """With ``body``: whether an empty body is refused."""
     idempotent_key: bool = False
-    """Whether the route accepts an ``Idempotency-Key`` header."""
+    """Whether the route accepts an ``Idempotency-Key`` header (every route that
+    changes state: the remote client sends one on each, so a retry replays)."""
     long_poll: bool = False
     """Whether the command may hold the request while it waits (``wait``)."""
     location: str | None = None
     """A path template filled from the result's fields, sent as ``Location``
     (the created resource's path)."""
+    ids: tuple[str, ...] = ()
+    """Query or body arguments the runtime checks as worker ids before anything
+    else (a malformed one is ``invalid_worker_id``, as a path id is): the remote
+    client checks them, and the path ids, before sending, so it refuses them as
+    the in-process dispatcher does."""
     bounds: Mapping[str, str] = field(default_factory=lambda: _NO_BOUNDS)
     """Argument name -> the ``RuntimeConfig`` field that bounds it (a number's
     maximum, a string's length): the runtime refuses more than its configuration
@@ -88,11 +94,11 @@ ROUTES: tuple[Route, ...] = (
           summary="Runtime summary", envelope="runtime"),
     Route(command="ListWorkers", method="GET", path="/v1/workers", operation_id="listWorkers",
           summary="Workers, in creation order", envelope=None,
-          query={"status": _T, "limit": _I, "after": _T}, bounds={"limit": "max_worker_page"},
-          refusals=("limit_too_large",)),
+          query={"status": _T, "limit": _I, "after": _T}, ids=("after",),
+          bounds={"limit": "max_worker_page"}, refusals=("limit_too_large",)),
     Route(command="CreateWorker", method="POST", path="/v1/workers",
           operation_id="createWorker", summary="Create a worker", envelope="worker", status=201,
-          body=True, idempotent_key=True, location="/v1/workers/{worker_id}",
+          body=True, idempotent_key=True, location="/v1/workers/{worker_id}", ids=("worker_id",),
           refusals=("invalid_worker_id", "worker_exists", "unknown_profile",
                     "unsupported_capability")),
     Route(command="GetWorker", method="GET", path="/v1/workers/{worker_id}",
@@ -104,7 +110,7 @@ ROUTES: tuple[Route, ...] = (
           refusals=("worker_busy", "worker_stopped")),
     Route(command="DeleteWorker", method="DELETE", path="/v1/workers/{worker_id}",
           operation_id="deleteWorker", summary="Delete a stopped worker", envelope="ack",
-          refusals=("worker_not_stopped",)),
+          idempotent_key=True, refusals=("worker_not_stopped",)),
     Route(command="StopWorker", method="POST", path="/v1/workers/{worker_id}/stop",
           operation_id="stopWorker", summary="Stop the worker for good", envelope="ack",
           body=True, idempotent_key=True),
@@ -119,11 +125,12 @@ ROUTES: tuple[Route, ...] = (
     Route(command="ReadEvents", method="GET", path="/v1/events", operation_id="readEvents",
           summary="Events from a cursor; wait seconds to long-poll", envelope=None,
           query={"cursor": _I, "limit": _I, "wait": _N, "worker_id": _T}, long_poll=True,
+          ids=("worker_id",),
           bounds={"limit": "max_event_page", "wait": "max_event_wait_s"},
           refusals=("limit_too_large", "invalid_worker_id", "cursor_ahead", "worker_not_found")),
     Route(command="ListRuns", method="GET", path="/v1/workers/{worker_id}/runs",
           operation_id="listRuns", summary="The worker's runs, oldest first", envelope=None,
-          query={"limit": _I, "after": _T}, bounds={"limit": "max_worker_page"},
+          query={"limit": _I, "after": _T}, ids=("after",), bounds={"limit": "max_worker_page"},
           refusals=("limit_too_large",)),
     Route(command="GetRun", method="GET", path="/v1/workers/{worker_id}/runs/{run_id}",
           operation_id="getRun", summary="One run; wait seconds for it to end", envelope="run",

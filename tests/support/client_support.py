@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from worker_runtime import Runtime, RuntimeAPI, RuntimeConfig
 from worker_runtime.client import RemoteRuntime
@@ -84,13 +85,19 @@ class Rules:
     drop_after_forward: Callable[[str, str], bool] | None = None
     """Forward a matching request, then hang up instead of relaying the answer (once)."""
     unavailable: int = 0
-    """Answer this many requests 503 ``runtime_unavailable`` without forwarding."""
+    """Answer this many requests 503 without forwarding."""
+    unavailable_body: bytes = b'{"error":{"code":"runtime_unavailable","message":"busy"}}'
+    """The body of those 503s (the runtime's, by default; a load balancer's page, say)."""
     retry_after: str | None = "1"
     hang: Callable[[str, str], bool] | None = None
     """Read a matching request and never answer it (once), as a hung server would;
     its connection is dropped when the proxy closes."""
     canned: tuple[int, bytes] | None = None
     """Answer every request with this status and body, without forwarding."""
+    canned_headers: dict[str, str] = field(default_factory=dict)
+    refused_parameter: str | None = None
+    """Refuse requests whose query has this parameter with 400 ``invalid_query``,
+    as a server that does not know it would."""
     seen: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
     """(method, path, headers) of every request the proxy received."""
 
@@ -159,13 +166,22 @@ class Proxy:
             self._closing.wait(120)
             h.close_connection = True
             return
+        if rules.refused_parameter is not None and rules.refused_parameter in parse_qs(
+            urlsplit(h.path).query
+        ):
+            name = rules.refused_parameter
+            body_400 = (
+                '{"error":{"code":"invalid_query","message":"unknown parameter",'
+                f'"details":{{"parameter":"{name}"}}}}}}'
+            ).encode()
+            self._answer(h, 400, body_400, {})
+            return
         if rules.canned is not None:
-            self._answer(h, *rules.canned, {})
+            self._answer(h, *rules.canned, rules.canned_headers)
             return
         if unavailable:
-            body_503 = b'{"error":{"code":"runtime_unavailable","message":"busy"}}'
             extra = {"Retry-After": rules.retry_after} if rules.retry_after else {}
-            self._answer(h, 503, body_503, extra)
+            self._answer(h, 503, rules.unavailable_body, extra)
             return
         try:
             status, headers, data = self._forward(h, body)

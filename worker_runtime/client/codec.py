@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from .. import errors
-from ..commands import Command
-from ..domain import ID_PATTERN
-from ..results import Result
+from ..commands import Command, result_type
+from ..domain import ID_PATTERN, check_worker_id
+from ..fields import check_fields
 from ..routes import ROUTES_BY_COMMAND, QueryKind, Route
 from ..wire import to_json
 from .decode import converter
@@ -34,7 +34,7 @@ __all__ = [
     "decode_error",
     "decode_result",
     "error_class",
-    "result_type",
+    "retry_after",
 ]
 
 _ID = re.compile(ID_PATTERN)
@@ -71,30 +71,15 @@ class Request:
     body: bytes | None
 
 
-_RESULT_TYPES: dict[type[Command[Any]], type[Result]] = {}
-
-
-def result_type(command_type: type[Command[Any]]) -> type[Result]:
-    """The ``R`` of ``class X(Command[R])``: the type ``dispatch`` returns."""
-    known = _RESULT_TYPES.get(command_type)
-    if known is not None:
-        return known
-    for klass in command_type.__mro__:
-        for base in getattr(klass, "__orig_bases__", ()):
-            if typing.get_origin(base) is Command:
-                (result,) = typing.get_args(base)
-                if isinstance(result, type) and issubclass(result, Result):
-                    _RESULT_TYPES[command_type] = result
-                    return result
-    raise TypeError(f"{command_type.__name__} does not declare its result type")
-
-
-def build_request(command: Command[Any], extra_query: Mapping[str, str] | None = None) -> Request:
+def build_request(command: Command[Any]) -> Request:
     """The request that runs ``command`` on the server (its route, from the table).
 
     Raises ``UnsupportedOperation`` for a command the API has no route for,
     and ``InvalidWorkerId`` for a path argument that is not an id (sent as a
-    path segment it could otherwise name another route).
+    path segment it could otherwise name another route). As the in-process
+    dispatcher does first, it checks each field's type and the arguments the
+    runtime takes as worker ids (``route.ids``), so those faults are refused
+    with the same class and details on both targets.
     """
     name = type(command).__name__
     route = ROUTES_BY_COMMAND.get(name)
@@ -102,6 +87,11 @@ def build_request(command: Command[Any], extra_query: Mapping[str, str] | None =
         raise errors.UnsupportedOperation(
             f"no HTTP route for command {name}", details={"command": name}
         )
+    check_fields(command)
+    for field in route.ids:
+        value = getattr(command, field)
+        if value is not None:
+            check_worker_id(value)
     args: dict[str, Any] = to_json(command)
     path = route.path
     for param in route.path_params:
@@ -114,7 +104,6 @@ def build_request(command: Command[Any], extra_query: Mapping[str, str] | None =
     query = [
         (key, _query_text(route.query[key], args.pop(key))) for key in route.query if key in args
     ]
-    query.extend((extra_query or {}).items())
     body = None
     if route.body:
         body = json.dumps(args, ensure_ascii=False, separators=(",", ":")).encode()
@@ -154,8 +143,18 @@ def decode_result(command: Command[Any], route: Route, body: bytes) -> Any:
         raise InvalidResponse(f"the answer does not fit {type(command).__name__}: {exc}") from None
 
 
-def decode_error(status: int, body: bytes) -> errors.WorkerRuntimeError:
-    """The typed error in an error answer: the class is chosen by ``code``."""
+def decode_error(
+    status: int, body: bytes, headers: Mapping[str, str] | None = None
+) -> errors.WorkerRuntimeError:
+    """The typed error in an error answer: the class is chosen by ``code``.
+
+    An answer without the API's error envelope is ``InvalidResponse``, except
+    what a proxy in front of the runtime answers while it cannot reach it (a
+    load balancer's page during a restart): a 502 or 503 is
+    ``RuntimeUnavailable`` (``retry_after_s`` from its ``Retry-After``), a 504
+    ``OperationTimeout``, as the runtime's own answers of those statuses are.
+    ``headers`` have lower-cased names.
+    """
     try:
         inner = _json(body)["error"]
         code, message = inner["code"], inner["message"]
@@ -163,15 +162,44 @@ def decode_error(status: int, body: bytes) -> errors.WorkerRuntimeError:
         if not (isinstance(code, str) and isinstance(message, str) and isinstance(details, dict)):
             raise TypeError
     except (InvalidResponse, KeyError, TypeError):
-        return InvalidResponse(
-            f"HTTP {status} without the API's error envelope", details={"status": status}
-        )
+        return _without_envelope(status, headers or {})
     cls = error_class(code)
     error = cls(message, details=details)
     if cls.code != code:
         # An unknown code (a newer server): the base class, carrying that code.
         error.__dict__["code"] = code
     return error
+
+
+def _without_envelope(status: int, headers: Mapping[str, str]) -> errors.WorkerRuntimeError:
+    details: dict[str, Any] = {"status": status}
+    if status in (502, 503):
+        wait = retry_after(headers)
+        if wait is not None:
+            details["retry_after_s"] = wait
+        return errors.RuntimeUnavailable(
+            f"HTTP {status} from a proxy: the runtime is not reachable now", details=details
+        )
+    if status == 504:
+        return errors.OperationTimeout(
+            "HTTP 504 from a proxy: the runtime did not answer in time", details=details
+        )
+    return InvalidResponse(f"HTTP {status} without the API's error envelope", details=details)
+
+
+MAX_RETRY_AFTER_S = 30.0
+"""A larger ``Retry-After`` is capped: the caller asked for bounded retries."""
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """A ``Retry-After`` in seconds (the delta form; a date is ignored), capped at
+    :data:`MAX_RETRY_AFTER_S`. ``headers`` have lower-cased names."""
+    value = headers.get("retry-after", "").strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S) if math.isfinite(seconds) else None
 
 
 def error_class(code: str) -> type[errors.WorkerRuntimeError]:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
+import typing
 import uuid
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Self
+from collections.abc import Callable, Iterator
+from typing import Self
 
 from ..commands import Command, R_co, ReadEvents
 from ..dispatcher import MAX_IDEMPOTENCY_KEY
@@ -21,6 +23,8 @@ __all__ = ["RemoteRuntime"]
 WAIT_MARGIN_S = 10.0
 """Added to a long poll's ``wait`` for its socket timeout: the server answers at
 the deadline, so only a server that stopped answering reaches the margin."""
+MAX_WAIT_S = 3600.0
+"""No runtime waits longer than this (its ``max_event_wait_s`` is far below)."""
 
 
 def _check_key(key: str) -> None:
@@ -33,6 +37,14 @@ def _check_key(key: str) -> None:
         )
 
 
+def _wait_s(wait: object) -> float:
+    """A long poll's ``wait`` as socket time: one the server will refuse
+    (negative, not finite, too long) adds nothing, the refusal comes at once."""
+    if isinstance(wait, int | float) and math.isfinite(wait) and 0 < wait <= MAX_WAIT_S:
+        return float(wait)
+    return 0.0
+
+
 class RemoteRuntime:
     """A runtime reached over HTTP, with the same ``dispatch`` and ``follow`` as
     :class:`worker_runtime.Runtime`: the same result classes, the same error
@@ -40,12 +52,15 @@ class RemoteRuntime:
     :class:`~worker_runtime.errors.WorkerRuntimeError` carrying it).
 
     ``timeout`` bounds each request (a long poll gets its ``wait`` on top).
-    A connection failure or a 503 is retried up to ``retries`` times with
-    backoff, honouring ``Retry-After``; every POST carries an
-    ``Idempotency-Key`` (the caller's, or one made for the call and reused by
-    its retries), so a retry never does the work twice. When the retries are
-    spent, a connection failure raises ``RuntimeUnreachable`` (a
-    ``RuntimeUnavailable``) and a timeout ``OperationTimeout``.
+    A connection failure, a 503 or a proxy's 502 is retried up to ``retries``
+    times with backoff, honouring ``Retry-After``; every command that changes
+    state (POST, DELETE) carries an ``Idempotency-Key`` (the caller's, or one
+    made for the call and reused by its retries), so a retry never does the
+    work twice (a delete whose answer was lost answers its ack again). When
+    the retries are spent, a connection failure raises ``RuntimeUnreachable``
+    (a ``RuntimeUnavailable``) and a timeout ``OperationTimeout``; a proxy's
+    page instead of the API's error (502, 503, 504) raises what the runtime's
+    own answer of that status would.
 
     Thread-safe; connections are kept alive and pooled. Close it (or use
     ``with``) to release them.
@@ -71,32 +86,28 @@ class RemoteRuntime:
     def dispatch(self, command: Command[R_co], *, idempotency_key: str | None = None) -> R_co:
         """Run ``command`` on the server; return its typed result or raise its
         typed error. ``idempotency_key`` is sent with commands that change
-        state (reads need none)."""
+        state (reads need none); without one, such a command gets a key made
+        for the call, which its retries reuse."""
         return self._call(command, idempotency_key=idempotency_key)
 
-    def _call(
-        self,
-        command: Command[R_co],
-        *,
-        idempotency_key: str | None = None,
-        extra_query: Mapping[str, str] | None = None,
-    ) -> R_co:
-        request = build_request(command, extra_query)
+    def _call(self, command: Command[R_co], *, idempotency_key: str | None = None) -> R_co:
+        request = build_request(command)
         if idempotency_key is not None:
             _check_key(idempotency_key)
         headers = {}
-        if request.method == "POST":
+        if request.route.idempotent_key:
+            # Made once per call, so the transport's retries send the same key.
             headers["Idempotency-Key"] = idempotency_key or f"rr-{uuid.uuid4().hex}"
         timeout = self.timeout
         if request.route.long_poll:
-            timeout += float(getattr(command, "wait", 0.0)) + WAIT_MARGIN_S
+            timeout += _wait_s(getattr(command, "wait", 0.0)) + WAIT_MARGIN_S
         answer = self._transport.request(
             request.method, request.target, request.body, timeout=timeout, headers=headers
         )
         if 200 <= answer.status < 300:
             result: R_co = decode_result(command, request.route, answer.body)
             return result
-        error = decode_error(answer.status, answer.body)
+        error = decode_error(answer.status, answer.body, answer.headers)
         parameter = error.details.get("parameter")
         if type(error) is InvalidQuery and parameter in request.route.query:
             # The caller sent a command, not a query string: a bad field is
@@ -111,34 +122,27 @@ class RemoteRuntime:
         ``worker_id``'s when given, across reconnects and server restarts,
         until the caller stops iterating."""
         return follow_events(
-            self._follow_dispatch(worker_id), worker_id=worker_id, cursor=cursor, pause=self._pause
+            self._follow_dispatch, worker_id=worker_id, cursor=cursor, pause=self._pause
         )
 
-    def _follow_dispatch(self, worker_id: str | None) -> Any:
-        def dispatch(command: Command[R_co]) -> R_co:
-            filtered = (
-                worker_id is not None
-                and isinstance(command, ReadEvents)
-                and self._filters_events is not False
-            )
-            if isinstance(command, ReadEvents) and command.worker_id is not None:
-                # Sent as an extra query parameter, so a server without the filter
-                # can be told apart (it refuses the parameter) and followed unfiltered.
-                command = dataclasses.replace(command, worker_id=None)  # type: ignore[assignment]
-            if not filtered or worker_id is None:
-                return self._call(command)
-            try:
-                result = self._call(command, extra_query={"worker_id": worker_id})
-            except InvalidQuery as exc:
-                if exc.details.get("parameter") != "worker_id":
-                    raise
-                # A server without the filter: follow_events filters instead.
-                self._filters_events = False
-                return self._call(command)
-            self._filters_events = True
-            return result
-
-        return dispatch
+    def _follow_dispatch(self, command: Command[R_co]) -> R_co:
+        if not isinstance(command, ReadEvents) or command.worker_id is None:
+            return self._call(command)
+        if self._filters_events is False:
+            # follow_events filters what an unfiltered read brings.
+            return typing.cast(R_co, self._call(dataclasses.replace(command, worker_id=None)))
+        try:
+            result = self._call(command)
+        except InvalidRequest as exc:
+            # A server without the filter refuses the parameter (its
+            # invalid_query, here invalid_request naming the field); a
+            # malformed id is InvalidWorkerId, an unknown worker WorkerNotFound.
+            if type(exc) is not InvalidRequest or exc.details.get("field") != "worker_id":
+                raise
+            self._filters_events = False
+            return typing.cast(R_co, self._call(dataclasses.replace(command, worker_id=None)))
+        self._filters_events = True
+        return typing.cast(R_co, result)
 
     def close(self) -> None:
         """Close the pooled connections. Idempotent."""

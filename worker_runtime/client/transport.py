@@ -3,10 +3,10 @@
 A :class:`Transport` lends each request an idle connection from a small pool
 (or opens one) and takes it back once the answer has been read, so threads
 never share a connection and a busy client reuses its sockets. A connection
-failure or a 503 is retried with backoff (a 503's ``Retry-After`` wins), and a
-request on a reused connection that the server had already closed is re-sent
-at once on a fresh one. Re-sending is safe: reads have no effect and every
-POST the client sends carries an ``Idempotency-Key``.
+failure, a 503 or a proxy's 502 is retried with backoff (a ``Retry-After``
+wins), and a request on a reused connection that the server had already
+closed is re-sent at once on a fresh one. Re-sending is safe: reads have no
+effect and every request that changes state carries an ``Idempotency-Key``.
 """
 
 from __future__ import annotations
@@ -20,14 +20,15 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError, OperationTimeout
-from .codec import ClientClosed, RuntimeUnreachable
+from .codec import ClientClosed, RuntimeUnreachable, retry_after
 
-__all__ = ["Answer", "Transport", "retry_after"]
+__all__ = ["Answer", "Transport"]
 
 MAX_IDLE = 8
 """Idle connections kept for reuse; more threads than this open their own."""
-MAX_RETRY_AFTER_S = 30.0
-"""A larger ``Retry-After`` is capped: the caller asked for bounded retries."""
+RETRIED_STATUSES = frozenset({502, 503})
+"""The runtime's 503, and a proxy's 502 (it could not reach the runtime: a
+connection failure one hop further)."""
 
 # OSError covers refused, reset, unreachable, unknown host and timeouts;
 # HTTPException a connection closed before or during the answer.
@@ -40,16 +41,6 @@ class Answer:
     headers: Mapping[str, str]
     """Lower-cased names."""
     body: bytes
-
-
-def retry_after(headers: Mapping[str, str]) -> float | None:
-    """A ``Retry-After`` in seconds (the delta form; a date is ignored)."""
-    value = headers.get("retry-after", "").strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S) if seconds == seconds else None
 
 
 class Transport:
@@ -89,8 +80,8 @@ class Transport:
         timeout: float,
         headers: Mapping[str, str] | None = None,
     ) -> Answer:
-        """Send one request, retrying connection failures and 503s; return the
-        last answer (a 503 too, once the retries are spent)."""
+        """Send one request, retrying connection failures, 503s and 502s; return
+        the last answer (a 503 too, once the retries are spent)."""
         sent = {"Authorization": self._auth, "Accept": "application/json", **(headers or {})}
         if body is not None:
             sent["Content-Type"] = "application/json"
@@ -102,7 +93,7 @@ class Transport:
                 if attempt >= self._retries:
                     raise self._failure(exc, attempt) from None
             else:
-                if answer.status != 503 or attempt >= self._retries:
+                if answer.status not in RETRIED_STATUSES or attempt >= self._retries:
                     return answer
                 wait = retry_after(answer.headers)
                 if wait is not None:
