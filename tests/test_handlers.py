@@ -21,6 +21,7 @@ from worker_runtime import Runtime, RuntimeAPI, RuntimeConfig, errors
 from worker_runtime import commands as c
 from worker_runtime import results as r
 from worker_runtime.domain import (
+    MAX_REASON_CHARS,
     CapabilityRequest,
     ConfigBundleRef,
     InputKind,
@@ -369,6 +370,9 @@ def _closed(env: Env) -> None:
     env.api.dispatch(c.GetRuntime())
 
 
+LONG = "x" * (MAX_REASON_CHARS + 1)
+"""A stop or cancel reason one character too long."""
+
 ERROR_CASES: list[tuple[str, Callable[[Env], Any]]] = [
     ("worker_not_found", lambda env: env.api.dispatch(c.GetWorker(worker_id="ghost"))),
     ("worker_not_found", lambda env: env.api.dispatch(c.SendInput(worker_id="ghost", content="x"))),
@@ -389,6 +393,10 @@ ERROR_CASES: list[tuple[str, Callable[[Env], Any]]] = [
     ("invalid_worker_id", lambda env: env.api.dispatch(c.GetTranscript(worker_id="é"))),
     ("invalid_worker_id", lambda env: env.api.dispatch(c.ListWorkers(after="a" * 129))),
     ("invalid_request", lambda env: env.api.dispatch(c.ListWorkers(after="nobody"))),
+    ("invalid_request", lambda env: env.api.dispatch(c.GetRun(worker_id="w", run_id="r/1"))),
+    ("invalid_request", lambda env: env.api.dispatch(c.CancelRun(worker_id="w", run_id="-r"))),
+    ("invalid_request", lambda env: env.api.dispatch(c.StopWorker(worker_id="w", reason=LONG))),
+    ("invalid_request", lambda env: env.api.dispatch(c.CancelRun(worker_id="w", reason=LONG))),
     ("invalid_request", lambda env: env.api.dispatch(c.ListWorkers(limit=0))),
     ("invalid_request", lambda env: env.api.dispatch(c.GetTranscript(worker_id="w", start=-1))),
     ("invalid_request", lambda env: env.api.dispatch(c.ReadEvents(cursor=-1))),

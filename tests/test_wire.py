@@ -11,11 +11,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker_runtime import Runtime, RuntimeConfig, errors
+from worker_runtime import Runtime, RuntimeConfig, errors, wire
 from worker_runtime import commands as c
 from worker_runtime import results as r
 from worker_runtime.commands import RESULT_TYPES
-from worker_runtime.domain import ConfigBundleRef, InputKind, OpaqueRef, WorkerIntent, WorkerStatus
+from worker_runtime.domain import (
+    MAX_REASON_CHARS,
+    ConfigBundleRef,
+    InputKind,
+    OpaqueRef,
+    WorkerIntent,
+    WorkerStatus,
+)
 from worker_runtime.handlers import HANDLERS
 from worker_runtime.testing import (
     GateEngine,
@@ -252,3 +259,8 @@ def test_the_error_schema_rejects_what_is_not_an_error() -> None:
     """The check above can fail: the Error schema is not an accept-all."""
     with pytest.raises(jsonschema.ValidationError):
         validate_result({"code": "x"}, "Error")
+
+
+def test_the_reason_bound_is_the_schemas() -> None:
+    """In-process stop and cancel refuse the reasons the wire form refuses."""
+    assert wire.schema_document()["$defs"]["Reason"]["anyOf"][0]["maxLength"] == MAX_REASON_CHARS

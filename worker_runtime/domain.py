@@ -14,6 +14,7 @@ from .errors import InvalidRequest, InvalidWorkerId
 
 __all__ = [
     "ID_PATTERN",
+    "MAX_REASON_CHARS",
     "USAGE_FIELD",
     "BusyPolicy",
     "CapabilityRequest",
@@ -35,6 +36,8 @@ __all__ = [
     "WorkerRecord",
     "WorkerRef",
     "WorkerStatus",
+    "check_reason",
+    "check_run_id",
     "check_runtime_id",
     "check_worker_id",
     "is_valid_id",
@@ -54,6 +57,29 @@ def check_worker_id(value: object) -> str:
     if not is_valid_id(value):
         raise InvalidWorkerId("worker_id must match " + ID_PATTERN, details={"field": "worker_id"})
     assert isinstance(value, str)
+    return value
+
+
+def check_run_id(value: str) -> str:
+    """Return ``value`` if it is a legal run id (the id pattern), else raise
+    ``InvalidRequest`` naming ``run_id``: no run can have that name."""
+    if not is_valid_id(value):
+        raise InvalidRequest("run_id must match " + ID_PATTERN, details={"field": "run_id"})
+    return value
+
+
+MAX_REASON_CHARS = 1000
+"""The longest ``reason`` a stop or cancel takes (the schema's ``Reason``)."""
+
+
+def check_reason(value: str | None) -> str | None:
+    """Return ``value`` if it is a stop or cancel reason the wire form accepts
+    (at most ``MAX_REASON_CHARS``), else raise ``InvalidRequest`` naming it."""
+    if value is not None and len(value) > MAX_REASON_CHARS:
+        raise InvalidRequest(
+            f"reason must be at most {MAX_REASON_CHARS} characters",
+            details={"field": "reason", "maximum": MAX_REASON_CHARS},
+        )
     return value
 
 

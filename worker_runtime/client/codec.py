@@ -19,7 +19,7 @@ from urllib.parse import quote, urlencode
 
 from .. import errors
 from ..commands import Command, result_type
-from ..domain import ID_PATTERN, check_worker_id
+from ..domain import ID_PATTERN, check_reason, check_run_id, check_worker_id
 from ..fields import check_fields
 from ..routes import ROUTES_BY_COMMAND, QueryKind, Route
 from ..wire import to_json
@@ -92,6 +92,11 @@ def build_request(command: Command[Any]) -> Request:
         value = getattr(command, field)
         if value is not None:
             check_worker_id(value)
+    # The handlers' own checks of a run id and a reason (the wire schema would
+    # refuse them too, but naming the field otherwise).
+    if getattr(command, "run_id", None) is not None:
+        check_run_id(command.run_id)  # type: ignore[attr-defined]
+    check_reason(getattr(command, "reason", None))
     args: dict[str, Any] = to_json(command)
     path = route.path
     for param in route.path_params:

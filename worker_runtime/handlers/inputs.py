@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .. import commands as c
 from .. import results as r
-from ..domain import Role, WorkerStatus, check_worker_id
+from ..domain import Role, WorkerStatus, check_reason, check_run_id, check_worker_id
 from ..errors import InvalidRequest
 from .context import Context
 
@@ -37,6 +37,9 @@ def send_input(ctx: Context, cmd: c.SendInput) -> r.InputAck:
 
 def cancel_run(ctx: Context, cmd: c.CancelRun) -> r.CancelAck:
     check_worker_id(cmd.worker_id)
+    check_reason(cmd.reason)
+    if cmd.run_id is not None:
+        check_run_id(cmd.run_id)
     # With a run_id, only that run is cancelled, checked under the same lock
     # hold as the abort: a newer run started meanwhile is never touched.
     ended = ctx.runs.cancel(cmd.worker_id, cmd.reason, only_run_id=cmd.run_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .. import commands as c
 from .. import results as r
-from ..domain import check_worker_id
+from ..domain import check_run_id, check_worker_id
 from ..errors import InvalidRequest, RunNotFound
 from .context import Context, check_wait, page_limit
 from .views import run_info
@@ -32,6 +32,7 @@ def list_runs(ctx: Context, cmd: c.ListRuns) -> r.RunPage:
 
 def get_run(ctx: Context, cmd: c.GetRun) -> r.RunInfo:
     check_worker_id(cmd.worker_id)
+    check_run_id(cmd.run_id)
     wait = check_wait(ctx, cmd.wait)
     state = ctx.state
     deadline = ctx.clock.monotonic() + wait

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .. import commands as c
 from .. import results as r
-from ..domain import Severity, WorkerRecord, WorkerStatus, check_worker_id
+from ..domain import Severity, WorkerRecord, WorkerStatus, check_reason, check_worker_id
 from ..errors import InvalidRequest, UnsupportedCapability, WorkerExists, WorkerNotStopped
 from ..wire import check_command
 from .context import Context, page_limit
@@ -85,6 +85,7 @@ def create_worker(ctx: Context, cmd: c.CreateWorker) -> r.WorkerDetail:
 
 def stop_worker(ctx: Context, cmd: c.StopWorker) -> r.StopAck:
     check_worker_id(cmd.worker_id)
+    check_reason(cmd.reason)
     state = ctx.state
     with state.locked():
         state.worker(cmd.worker_id)
