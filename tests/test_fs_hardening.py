@@ -15,7 +15,8 @@ import pytest
 from tests.support.http_helpers import AUTH, client
 from worker_runtime import Runtime
 from worker_runtime import commands as c
-from worker_runtime.errors import RuntimeUnavailable, StoreCorrupt
+from worker_runtime.errors import RuntimeUnavailable, StoreCorrupt, WorkerNotFound
+from worker_runtime.stores.fs.fileops import FileOps
 from worker_runtime.testing import wait_for_run_end
 
 from .support.fs_support import FaultyOps, open_runtime, runtime_dir
@@ -91,6 +92,121 @@ def test_a_worker_directory_that_is_a_symlink_is_never_followed(tmp_path: Path) 
                 rt.dispatch(command)
         _talk(rt, "w", "more")
     assert {p.name: p.read_bytes() for p in canary.parent.iterdir()} == before
+
+
+def _canary_dir(tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
+    """A directory outside the store (with files a worker would write) and its contents."""
+    canary = _canary(tmp_path)
+    for name in ("transcript.jsonl", "events.idx"):
+        (canary.parent / name).write_bytes(CANARY)
+    return canary.parent, _contents(canary.parent)
+
+
+def _contents(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in directory.iterdir()}
+
+
+def _stop_and_delete(rt: Runtime, worker_id: str) -> None:
+    rt.dispatch(c.StopWorker(worker_id=worker_id))
+    rt.dispatch(c.DeleteWorker(worker_id=worker_id))
+
+
+@pytest.mark.parametrize("before", ["new id", "deleted, then created again"])
+def test_a_worker_directory_planted_while_running_is_refused(tmp_path: Path, before: str) -> None:
+    data = tmp_path / "data"
+    outside, contents = _canary_dir(tmp_path)
+    with open_runtime(data) as rt:
+        rt.dispatch(c.CreateWorker(worker_id="w"))
+        if before != "new id":
+            rt.dispatch(c.CreateWorker(worker_id="evil"))
+            _talk(rt, "evil", "one")
+            _stop_and_delete(rt, "evil")
+        (runtime_dir(data) / "workers/evil").symlink_to(outside, target_is_directory=True)
+        with pytest.raises(StoreCorrupt, match="workers/evil is a symbolic link") as caught:
+            rt.dispatch(c.CreateWorker(worker_id="evil"))
+        assert caught.value.code == "store_corrupt"
+        assert caught.value.details == {"file": "workers/evil"}
+        with pytest.raises(WorkerNotFound):  # nothing of the refused create was kept
+            rt.dispatch(c.SendInput(worker_id="evil", content="x"))
+        _talk(rt, "w", "the runtime goes on")
+        assert rt.status == "running"
+    assert _contents(outside) == contents
+    with open_runtime(data) as rt:  # after a restart the id is quarantined, as at open
+        with pytest.raises(StoreCorrupt, match="workers/evil"):
+            rt.dispatch(c.CreateWorker(worker_id="evil"))
+        assert rt.dispatch(c.GetWorker(worker_id="w")).transcript_len == 2
+    assert _contents(outside) == contents
+
+
+class PlantingOps(FileOps):
+    """Plants a link in place of a worker directory just before the flush makes
+    it: the race the check when the worker's first write is staged cannot see."""
+
+    def __init__(self, directory: Path, target: Path) -> None:
+        self.directory, self.target = str(directory), target
+
+    def mkdir(self, path: str) -> bool:
+        if os.path.normpath(path) == self.directory and not os.path.lexists(path):
+            os.symlink(self.target, path)
+        return super().mkdir(path)
+
+
+def test_a_worker_directory_planted_just_before_the_flush_is_never_written_through(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    outside, contents = _canary_dir(tmp_path)
+    ops = PlantingOps(runtime_dir(data) / "workers/evil", outside)
+    with open_runtime(data, ops=ops) as rt:
+        rt.dispatch(c.CreateWorker(worker_id="w"))
+        with pytest.raises(StoreCorrupt, match="workers/evil is a symbolic link"):
+            rt.dispatch(c.CreateWorker(worker_id="evil"))
+        assert rt.status == "unavailable"  # that flush failed: nothing is acknowledged
+        with pytest.raises(RuntimeUnavailable, match="workers/evil"):
+            rt.dispatch(c.SendInput(worker_id="w", content="x"))
+        assert rt.dispatch(c.GetWorker(worker_id="w")).transcript_len == 0
+        with pytest.raises(RuntimeUnavailable):
+            rt.close()
+    assert _contents(outside) == contents
+    with open_runtime(data) as rt:
+        assert any("workers/evil" in m for m in _diagnostics(rt, "store_corrupt"))
+        _talk(rt, "w", "after the restart")
+    assert _contents(outside) == contents
+
+
+def test_a_worker_directory_swapped_for_a_link_while_running_is_never_written_through(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    outside, contents = _canary_dir(tmp_path)
+    rt = open_runtime(data)
+    try:
+        rt.dispatch(c.CreateWorker(worker_id="w"))
+        _talk(rt, "w", *[f"line {i}" for i in range(10)])  # more than the tail in memory
+        directory = runtime_dir(data) / "workers/w"
+        directory.rename(tmp_path / "moved")
+        directory.symlink_to(outside, target_is_directory=True)
+        with pytest.raises(StoreCorrupt, match="workers/w"):
+            rt.dispatch(c.GetTranscript(worker_id="w", start=0, limit=2))  # nothing read
+        with pytest.raises(StoreCorrupt, match="workers/w is a symbolic link"):
+            rt.dispatch(c.SendInput(worker_id="w", content="x"))  # nothing written
+    finally:
+        with pytest.raises(RuntimeUnavailable):  # the run it started cannot be recorded
+            rt.close()
+    assert _contents(outside) == contents
+
+
+def test_a_lock_file_that_is_a_symlink_is_store_corrupt(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    _setup(data)
+    canary = _canary(tmp_path)
+    lock = runtime_dir(data) / "lock"
+    lock.unlink()
+    lock.symlink_to(canary)
+    with pytest.raises(StoreCorrupt, match="lock is a symbolic link") as caught:
+        open_runtime(data)
+    assert caught.value.code == "store_corrupt"
+    assert canary.read_bytes() == CANARY
 
 
 def test_a_runtime_log_that_is_a_symlink_is_never_followed(tmp_path: Path) -> None:

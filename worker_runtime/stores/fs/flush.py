@@ -126,7 +126,7 @@ class Flusher:
             for opened in files.logs():
                 self._open_logs.pop(id(opened), None)
                 opened.close_files()
-            path = self.layout.path(self.layout.worker_rel(files.worker_id)).rstrip("/")
+            path = self.layout.path(self.layout.worker_rel(files.worker_id))
             if os.path.lexists(path):
                 name = tombstone_name(files.worker_id)
                 self._ops.replace(path, os.path.join(self.layout.workers, name))

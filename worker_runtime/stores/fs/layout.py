@@ -109,8 +109,10 @@ class Layout:
 
     @staticmethod
     def worker_rel(worker_id: str, name: str = "") -> str:
-        """``workers/<worker_id>/<name>``, for a validated ``worker_id`` only."""
-        return os.path.join("workers", check_worker_id(worker_id), name)
+        """``workers/<worker_id>/<name>`` (without ``name``: the directory, with no
+        trailing ``/``), for a validated ``worker_id`` only."""
+        directory = os.path.join("workers", check_worker_id(worker_id))
+        return os.path.join(directory, name) if name else directory
 
 
 def open_log(layout: Layout, rel: str, ops: FileOps, keep: int = 0) -> JsonlLog[Any]:

@@ -65,7 +65,7 @@ class Recovery:
         files = WorkerFiles.create(self.layout, worker_id, 0, self.ops)
         found: Problems = []
         if worker_id in self.linked:
-            path = self.layout.path(self.layout.worker_rel(worker_id)).rstrip("/")
+            path = self.layout.path(self.layout.worker_rel(worker_id))
             found.append(("store_corrupt", linked(self.layout, SymlinkFound(path)), worker_id))
         else:
             for log in files.logs():

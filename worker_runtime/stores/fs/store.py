@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import stat
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -46,7 +47,7 @@ from ..base import (
 )
 from ..history import RunHistory
 from ..idempotency import fresh_idempotency, put_fresh_idempotency
-from .commit import GroupCommit
+from .commit import GroupCommit, could_not_write
 from .fileops import FileOps, SymlinkFound
 from .flush import Batch, Flusher
 from .jsonl import JsonlLog
@@ -99,7 +100,11 @@ class FsStore(Store):
         self._deleted: set[str] = set()  # ids whose latest staged change is a delete
         self._flusher = Flusher(layout, ops, loaded.journal)
         self._commit: GroupCommit[Batch] = GroupCommit(
-            self._mutex, take=self._take, flush=self._flusher.flush, done=self._done
+            self._mutex,
+            take=self._take,
+            flush=self._flusher.flush,
+            done=self._done,
+            failed=self._flush_failed,
         )
         self._closed = False
         try:  # records the journal had newer versions of are written to their files now
@@ -125,7 +130,9 @@ class FsStore(Store):
         """Lock and load the runtime ``runtime_id`` under ``data_dir``; without an
         id, the one created on first use of ``data_dir`` (made with ``new_id``)."""
         ops = ops or FileOps()
-        data_dir = os.path.abspath(data_dir)
+        # The operator's path may pass through links: resolved once, here. Below
+        # it nothing is ever followed (``fileops.py``).
+        data_dir = os.path.realpath(data_dir)
         try:
             ops.makedirs(data_dir)
             if runtime_id is None:
@@ -177,8 +184,9 @@ class FsStore(Store):
 
     def put_worker(self, record: WorkerRecord) -> None:
         with self._mutex:
-            self._commit.staged()
+            self._commit.check()
             self._files(record.worker_id)
+            self._commit.staged()
             self._records[record.worker_id] = record
             self._deleted.discard(record.worker_id)
             self._dirty_keys.add(record.worker_id)
@@ -198,25 +206,31 @@ class FsStore(Store):
 
     def append_transcript(self, worker_id: str, entry: TranscriptEntry) -> None:
         with self._mutex:
+            self._commit.check()
+            files = self._files(worker_id)
             self._commit.staged()
-            self._stage(worker_id, self._files(worker_id).transcript, entry)
+            self._stage(worker_id, files.transcript, entry)
 
     def put_run(self, worker_id: str, run: Run) -> None:
         with self._mutex:
-            self._commit.staged()
+            self._commit.check()
             files = self._files(worker_id)
+            self._commit.staged()
             self._stage(worker_id, files.runs, run)
             if files.history is not None:
                 files.history.put(run)
 
     def append_event(self, event: Event) -> None:
         with self._mutex:
+            self._commit.check()
+            ref = event.worker_ref
+            # First: a new worker's files may be refused, before anything is staged.
+            files = self._files(ref.worker_id, events_from=event.event_id) if ref else None
             self._commit.staged()
             self._stage(RUNTIME, self._events, event)
-            if event.worker_ref is not None:
-                worker_id = event.worker_ref.worker_id
-                self._files(worker_id, events_from=event.event_id).events.append(event.event_id)
-                self._dirty_keys.add(worker_id)
+            if files is not None:
+                files.events.append(event.event_id)
+                self._dirty_keys.add(files.worker_id)
 
     def append_diagnostic(self, diagnostic: Diagnostic) -> None:
         with self._mutex:
@@ -236,6 +250,7 @@ class FsStore(Store):
         no event before ``events_from`` (default: the next event id)."""
         files = self._workers.get(worker_id)
         if files is None:
+            self._check_worker_dir(worker_id)
             if events_from is None:
                 events_from = self._events_base + self._events.count + 1
             files = WorkerFiles.create(
@@ -244,6 +259,19 @@ class FsStore(Store):
             self._next_seq += 1
             self._workers[worker_id] = files
         return files
+
+    def _check_worker_dir(self, worker_id: str) -> None:
+        """Refuse a new worker (``StoreCorrupt``) whose directory's name is taken by
+        anything but a real directory: a link planted since the store opened is
+        never written through. (One planted later still is: the flush's ``mkdir``
+        and every open below it refuse it, and that flush fails.)"""
+        path = self.layout.path(self.layout.worker_rel(worker_id))
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            return
+        if not stat.S_ISDIR(mode):
+            raise _linked(self.layout.root, SymlinkFound(path))
 
     def _stage(self, key: str, log: JsonlLog[Any], item: Any) -> None:
         log.append(item)
@@ -357,6 +385,12 @@ class FsStore(Store):
         log.rewrite(kept)
         self._idempotency = {r.key: r for r in kept}
         self._flusher.checkpoint({RUNTIME: self._envelope(RUNTIME)()})
+
+    def _flush_failed(self, exc: OSError) -> RuntimeUnavailable:
+        """What every write answers after a flush failed with ``exc``."""
+        if isinstance(exc, SymlinkFound):
+            return _linked(self.layout.root, exc)
+        return could_not_write(exc)
 
     def _envelope(self, key: str) -> Callable[[], dict[str, Any]]:
         """The record ``key`` as it stands now (mutex held), to encode later."""
