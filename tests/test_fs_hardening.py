@@ -15,6 +15,7 @@ import pytest
 from tests.support.http_helpers import AUTH, client
 from worker_runtime import Runtime
 from worker_runtime import commands as c
+from worker_runtime.domain import Role
 from worker_runtime.errors import RuntimeUnavailable, StoreCorrupt, WorkerNotFound
 from worker_runtime.stores.fs.fileops import FileOps
 from worker_runtime.testing import wait_for_run_end
@@ -349,6 +350,77 @@ def test_a_full_disk_stops_writes_not_reads(tmp_path: Path) -> None:
         assert "could not write" in posted.json["error"]["message"]
         with pytest.raises(RuntimeUnavailable):
             rt.close()
+
+
+def _stopped(data_dir: Path, how: str) -> None:
+    """The runtime of ``_setup`` stopped ``how``: closed, or gone without a
+    checkpoint (its commits are in the journal only), or gone after a flush whose
+    commit line never made it (uncommitted lines left in its logs)."""
+    _setup(data_dir)
+    if how == "closed":
+        return
+    ops = FaultyOps()
+    rt = open_runtime(data_dir, ops=ops)
+    _talk(rt, "w", "four")
+    if how == "flush failed":
+        ops.fail_journal = True
+        with pytest.raises(RuntimeUnavailable):
+            rt.dispatch(c.SendInput(worker_id="w", content="never acknowledged"))
+    ops.fail_write = True
+    with pytest.raises(RuntimeUnavailable):
+        rt.close()
+
+
+@pytest.mark.parametrize("how", ["closed", "crashed", "flush failed"])
+def test_a_restart_on_a_full_disk_comes_up_unavailable(tmp_path: Path, how: str) -> None:
+    _stopped(tmp_path, how)
+    ops = FaultyOps()
+    ops.fail_write = True  # ENOSPC from the start
+    rt = open_runtime(tmp_path, ops=ops)
+    try:
+        assert rt.status == "unavailable"
+        assert rt.dispatch(c.GetRuntime()).status == "unavailable"
+        expected = rt.dispatch(c.GetTranscript(worker_id="w", limit=100)).items
+        inputs = [e.content for e in expected if e.role is Role.USER]
+        assert inputs == ["one", "two", "three"] + ([] if how == "closed" else ["four"])
+        if how == "flush failed":  # its lines are cut, though there is no room to keep them
+            cut = _diagnostics(rt, "store_torn_tail")
+            assert any("not kept: No space left on device" in m for m in cut), cut
+        assert [w.worker_id for w in rt.dispatch(c.ListWorkers()).workers] == ["w", "good"]
+        assert rt.dispatch(c.ReadEvents(cursor=0)).events
+        for write in (c.CreateWorker(worker_id="x"), c.SendInput(worker_id="w", content="y")):
+            with pytest.raises(RuntimeUnavailable, match="could not write") as caught:
+                rt.dispatch(write)
+            assert caught.value.code == "runtime_unavailable"
+        http = client(rt)
+        ready = http.simulate_get("/readyz")
+        assert ready.status_code == 503 and ready.json["status"] == "unavailable"
+        assert http.simulate_get("/v1/workers/w", headers=AUTH).status_code == 200
+    finally:
+        with pytest.raises(RuntimeUnavailable):
+            rt.close()
+    with open_runtime(tmp_path) as rt:  # space again: nothing was lost
+        assert rt.status == "running"
+        assert rt.dispatch(c.GetTranscript(worker_id="w", limit=100)).items == expected
+        _talk(rt, "w", "and on")
+
+
+def test_a_recovery_that_cannot_write_says_so(tmp_path: Path) -> None:
+    # A damaged worker must be moved aside before the runtime may serve: on a full
+    # disk it cannot be, and the open fails saying why (not that it could not read).
+    _setup(tmp_path)
+    (runtime_dir(tmp_path) / "workers/w/worker.json").write_bytes(b"{")
+    ops = FaultyOps()
+    ops.fail_write = True
+    with pytest.raises(RuntimeUnavailable) as caught:
+        open_runtime(tmp_path, ops=ops)
+    assert caught.value.code == "runtime_unavailable"
+    assert caught.value.message == (
+        f"cannot recover the runtime directory {runtime_dir(tmp_path)}: "
+        "it could not write: No space left on device (errno 28)"
+    )
+    with open_runtime(tmp_path) as rt:  # the lock was released; with room it recovers
+        assert rt.dispatch(c.GetWorker(worker_id="good")).transcript_len == 6
 
 
 def test_a_quarantined_worker_is_503_store_corrupt_over_http(tmp_path: Path) -> None:

@@ -171,7 +171,12 @@ class FileOps:
     def keep_aside(self, path: str, data: bytes) -> str:
         """Save bytes cut from ``path`` next to it (``<path>.torn-<ns>``); returns the name."""
         aside = f"{path}.torn-{time.time_ns()}"
-        self.write_synced(aside, data)
+        try:
+            self.write_synced(aside, data)
+        except OSError:
+            with contextlib.suppress(OSError):  # what failed is the write, raised below
+                self.unlink(aside)
+            raise
         self.fsync_dir(os.path.dirname(path))
         return aside
 

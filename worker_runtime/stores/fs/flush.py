@@ -66,12 +66,12 @@ class Flusher:
         self._open_logs: OrderedDict[int, JsonlLog[Any]] = OrderedDict()
         self._committed: dict[str, dict[str, Any]] = {}  # newer than their files
         self._background: threading.Thread | None = None
-        self._background_failure: OSError | None = None
+        self._failure: OSError | None = None  # a checkpoint's: every later flush fails
 
     def flush(self, batch: Batch) -> None:
         """Write ``batch`` and its commit line, and fsync them all at once."""
-        if self._background_failure is not None:
-            raise self._background_failure  # a checkpoint failed: so does the store
+        if self._failure is not None:
+            raise self._failure  # a checkpoint failed: so does the store
         ops = self._ops
         new_entries = set()
         graves = self._bury(batch.deletes)
@@ -110,8 +110,8 @@ class Flusher:
             remove_tree(ops, os.path.join(self.layout.workers, name))
         self._close_idle_logs()
         if self._journal.size > JOURNAL_LIMIT and not self._checkpointing():
-            if self._background_failure is not None:
-                raise self._background_failure  # its lines are in the old journal still
+            if self._failure is not None:
+                raise self._failure  # its lines are in the old journal still
             self._rotate()
 
     def _bury(self, deletes: list[WorkerFiles]) -> list[str]:
@@ -167,7 +167,7 @@ class Flusher:
             self._drop_old_journal()
         except OSError as exc:
             log.error("store checkpoint failed: %s", exc)
-            self._background_failure = exc
+            self._failure = exc
         finally:
             parallel.close()
 
@@ -182,13 +182,19 @@ class Flusher:
             self._journal.reset()
         self._drop_old_journal()
 
+    def fail(self, exc: OSError) -> None:
+        """Fail every flush from now on with ``exc``: a checkpoint the store made
+        outside a flush (at open) could not write. Until the first flush, reads
+        and staging go on, so a runtime opened on a full disk still comes up."""
+        self._failure = exc
+
     def wait(self) -> None:
         """Let a background checkpoint finish; raise its failure, if any."""
         if self._background is not None:
             self._background.join()
             self._background = None
-        if self._background_failure is not None:
-            raise self._background_failure
+        if self._failure is not None:
+            raise self._failure
 
     def _write_records(self, records: dict[str, dict[str, Any]], parallel: Parallel) -> None:
         """Replace each record file atomically: temp files, fsync, rename, fsync dirs."""

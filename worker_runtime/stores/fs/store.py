@@ -28,7 +28,9 @@ layout is in ``layout.py``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
+import logging
 import os
 import stat
 import threading
@@ -58,6 +60,8 @@ from .pages import DiagnosticPages
 from .tombstones import DELETED
 
 __all__ = ["FsStore"]
+
+log = logging.getLogger("worker_runtime.stores")
 
 
 class FsStore(Store):
@@ -110,6 +114,15 @@ class FsStore(Store):
         try:  # records the journal had newer versions of are written to their files now
             self._flusher.checkpoint({key: self._envelope(key)() for key in loaded.stale})
             self._compact_idempotency()
+        except SymlinkFound:
+            self._flusher.close()
+            raise
+        except OSError as exc:
+            # SPEC 10: a store that cannot write still serves reads. What was loaded
+            # is the committed state (the journal still holds what could not be
+            # checkpointed), so the runtime comes up, and its first flush fails.
+            log.error("store checkpoint at open failed: %s", exc)
+            self._flusher.fail(exc)
         except BaseException:
             self._flusher.close()
             raise
@@ -155,9 +168,12 @@ class FsStore(Store):
             lock.release()
             raise _linked(layout.root, exc) from None
         except OSError as exc:
+            # Recovery did not finish (it cuts logs, rebuilds indexes, moves damaged
+            # files aside), so what it had read is not a state to serve.
             lock.release()
             raise RuntimeUnavailable(
-                f"cannot read the runtime directory {layout.root}: {exc.strerror}"
+                f"cannot recover the runtime directory {layout.root}: {_what_failed(exc)}",
+                details={"retry_after_s": 1},
             ) from exc
         except BaseException:
             lock.release()
@@ -447,6 +463,13 @@ class FsStore(Store):
             log.advance(written)
         for index, ids in batch.indexes:
             index.advance(len(ids))
+
+
+def _what_failed(exc: OSError) -> str:
+    """``exc`` in words; a full disk or quota can only be met writing."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return could_not_write(exc).message
+    return f"{exc.strerror or type(exc).__name__} (errno {exc.errno})"
 
 
 def _linked(root: str, found: SymlinkFound) -> StoreCorrupt:
