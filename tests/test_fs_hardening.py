@@ -225,6 +225,34 @@ def test_a_runtime_log_that_is_a_symlink_is_never_followed(tmp_path: Path) -> No
     assert not (runtime_dir(data) / "events.jsonl").is_symlink()
 
 
+@pytest.mark.parametrize("index", ["events.idx", "diagnostics.idx", "idempotency.idx"])
+def test_a_runtime_index_that_is_a_symlink_is_rebuilt_and_the_history_kept(
+    tmp_path: Path, index: str
+) -> None:
+    data = tmp_path / "data"
+    _setup(data)
+    with open_runtime(data) as rt:
+        rt.dispatch(c.CreateWorker(worker_id="keyed"), idempotency_key="k")
+        events = rt.dispatch(c.ReadEvents(cursor=0, limit=1000)).events
+        diagnostics = rt.dispatch(c.GetDiagnostics()).diagnostics
+    canary = _canary(tmp_path)
+    planted = runtime_dir(data) / index
+    planted.unlink()
+    planted.symlink_to(canary)
+    with open_runtime(data) as rt:
+        (message,) = [m for m in _diagnostics(rt, "store_corrupt") if index in m]
+        assert f"{index} is a symbolic link" in message
+        assert rt.dispatch(c.ReadEvents(cursor=0, limit=len(events))).events == events
+        assert rt.dispatch(c.GetDiagnostics()).diagnostics[: len(diagnostics)] == diagnostics
+        replay = rt.dispatch(c.CreateWorker(worker_id="keyed"), idempotency_key="k")
+        assert replay.worker_id == "keyed"  # the first answer, replayed
+        _talk(rt, "w", "more")
+    assert canary.read_bytes() == CANARY
+    assert not planted.is_symlink()
+    (kept,) = [p for p in (runtime_dir(data) / "quarantine").iterdir() if p.name != "workers"]
+    assert [p.name for p in kept.iterdir()] == [index] and (kept / index).is_symlink()
+
+
 def test_directories_are_0700_and_files_0600(tmp_path: Path) -> None:
     saved = os.umask(0)  # the modes are the store's own, not the umask's
     try:

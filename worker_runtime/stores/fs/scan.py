@@ -49,16 +49,26 @@ class Recovery:
     def recover_logs(self, worker_ids: set[str]) -> None:
         """Open every log as the crash left it (torn tails cut, indexes updated)."""
         for name, log in self.shared.items():
-            try:
-                report(log.recover(), self.problems, None)
-            except SymlinkFound as exc:
-                # Moved aside as a link: the log then holds fewer records than
-                # were committed, which loading reports with both counts.
-                self.problems.append(("store_corrupt", linked(self.layout, exc), None))
-                rels = [log.rel, os.path.relpath(log.index_path, self.layout.root)]
-                move_aside(self.layout, self.ops, name, rels, self.problems, None)
+            self._recover_shared(name, log)
         for worker_id in sorted(worker_ids):
             self.open_worker(worker_id)
+
+    def _recover_shared(self, name: str, log: JsonlLog[Any]) -> None:
+        """Open a runtime-wide log; a link in its place is moved aside (as a link)."""
+        index = os.path.relpath(log.index_path, self.layout.root)
+        try:
+            report(log.recover(), self.problems, None)
+            return
+        except SymlinkFound as exc:
+            self.problems.append(("store_corrupt", linked(self.layout, exc), None))
+            if exc.filename != log.index_path:
+                # The log then holds fewer records than were committed, which
+                # loading reports with both counts.
+                move_aside(self.layout, self.ops, name, [log.rel, index], self.problems, None)
+                return
+        # Only the index, derived data: it alone goes, and is rebuilt from the log.
+        move_aside(self.layout, self.ops, name, [index], self.problems, None)
+        report(log.recover(), self.problems, None)
 
     def open_worker(self, worker_id: str) -> None:
         """Open one worker's logs as the crash left them (again, after a restore)."""
