@@ -68,6 +68,10 @@ class GroupCommit(Generic[B]):
         self._failure: RuntimeUnavailable | None = None
         self._mine = threading.local()  # the generation of this thread's last write
         self.outer: contextlib.AbstractContextManager[Any] | None = None
+        self.between: Callable[[], None] | None = None
+        """Run by a leader after its flush, with no lock held and no other flush
+        running (the fs store compacts its idempotency log there). It must not
+        raise an ``OSError``: a failure there is the next flush's."""
         self.flushes = 0  # how many flushes ran (for tests and benchmarks)
 
     def check(self) -> None:
@@ -145,4 +149,19 @@ class GroupCommit(Generic[B]):
             else:
                 self._failure = failure
             self._cond.notify_all()
-        self.check()
+        if failure is not None:
+            self.check()
+        if self.between is not None:
+            self._between(self.between)
+
+    def _between(self, work: Callable[[], None]) -> None:
+        """Run ``work`` after a successful flush, before the next one can start,
+        with the mutex released (staging and reads go on meanwhile)."""
+        self._flushing = True
+        self._cond.release()
+        try:
+            work()
+        finally:
+            self._cond.acquire()
+            self._flushing = False
+            self._cond.notify_all()

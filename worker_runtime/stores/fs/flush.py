@@ -22,7 +22,16 @@ from typing import Any
 
 from .fileops import FileOps, Parallel
 from .jsonl import JsonlLog, Written
-from .layout import JOURNAL, OLD_JOURNAL, RUNTIME, Layout, WorkerFiles, dump, open_journal
+from .layout import (
+    COMPACTING,
+    JOURNAL,
+    OLD_JOURNAL,
+    RUNTIME,
+    Layout,
+    WorkerFiles,
+    dump,
+    open_journal,
+)
 from .tombstones import is_deleted, remove_tree, tombstone_name
 from .worker_events import WorkerEvents
 
@@ -58,8 +67,13 @@ class Flusher:
         layout: Layout,
         ops: FileOps,
         journal: JsonlLog[dict[str, Any]],
+        runtime: dict[str, Any],
     ) -> None:
         self.layout = layout
+        self.runtime = runtime
+        """The runtime record's envelope as last committed."""
+        self.compaction_due = False
+        """Set when a checkpoint starts: the idempotency log may be compacted."""
         self._ops = ops
         self._journal = journal
         self._parallel = Parallel()
@@ -106,6 +120,7 @@ class Flusher:
         self._parallel.run(tasks)
         self._journal.advance(commit)
         self._committed.update(line["records"])
+        self.runtime = line["records"].get(RUNTIME, self.runtime)
         for name in sorted(graves):  # the deletes are committed: their files go now
             remove_tree(ops, os.path.join(self.layout.workers, name))
         self._close_idle_logs()
@@ -154,6 +169,7 @@ class Flusher:
                 ops.replace(layout.path(old), layout.path(new))
         ops.fsync_dir(layout.root)
         self._journal = open_journal(layout, ops)
+        self.compaction_due = True
         pending, self._committed = self._committed, {}
         self._background = threading.Thread(
             target=self._checkpoint_in_background, args=(pending,), name="wr-checkpoint"
@@ -176,11 +192,39 @@ class Flusher:
         empty the journal (at open and close, when no flush can run)."""
         self.wait()
         self._committed.update(records or {})
+        self.runtime = self._committed.get(RUNTIME, self.runtime)
         if self._committed:
             self._write_records(self._committed, self._parallel)
             self._committed.clear()
             self._journal.reset()
         self._drop_old_journal()
+
+    def compact(self, shared: JsonlLog[Any], kept: list[Any]) -> None:
+        """Rewrite a runtime-wide log (idempotency) as ``kept``, its written
+        entries still wanted, between two flushes (the leader's; entries staged
+        meanwhile stay staged). Two commit lines bracket the replace: the first
+        announces the new length (``compacting``), so that loading takes the log
+        at either length if a crash comes in between; the second commits it."""
+        name, envelope = shared.rel.removesuffix(".jsonl"), self.runtime
+        ends = envelope["ends"]
+        if ends.get(name) != shared.written:  # never: each append commits the runtime record
+            log.warning("%s: not compacted, its committed length is not known", shared.rel)
+            return
+        self._commit_records({RUNTIME: {**envelope, COMPACTING: {name: len(kept)}}})
+        shared.rewrite(kept)
+        self._commit_records({RUNTIME: {**envelope, "ends": {**ends, name: len(kept)}}})
+
+    def _commit_records(self, records: dict[str, dict[str, Any]]) -> None:
+        """One commit line of ``records`` alone, durable on return (between flushes)."""
+        if self._journal.open_append():
+            self._ops.fsync_dir(self.layout.root)
+        self._open_logs[id(self._journal)] = self._journal
+        self._journal.append({"records": records})
+        commit = self._journal.prepare(self._journal.take())
+        self._journal.write(commit)
+        self._journal.advance(commit)
+        self._committed.update(records)
+        self.runtime = records.get(RUNTIME, self.runtime)
 
     def fail(self, exc: OSError) -> None:
         """Fail every flush from now on with ``exc``: a checkpoint the store made

@@ -11,7 +11,15 @@ from typing import Any
 from ...domain import is_valid_id
 from .fileops import FileOps, SymlinkFound, check_dir
 from .jsonl import JsonlLog, LogProblem
-from .layout import EVENTS_TAIL, RUNTIME, Layout, WorkerFiles, load_envelope, open_log
+from .layout import (
+    COMPACTING,
+    EVENTS_TAIL,
+    RUNTIME,
+    Layout,
+    WorkerFiles,
+    load_envelope,
+    open_log,
+)
 from .quarantine import Problems, move_aside
 
 __all__ = [
@@ -96,14 +104,18 @@ class Recovery:
         return logs.get(name)
 
     def reached(self, line: dict[str, Any]) -> bool:
-        """True if every log the journal ``line`` names is as long as it says."""
+        """True if every log the journal ``line`` names is as long as it says (or,
+        for a log it announces a compaction of, as long as announced)."""
         for key, envelope in line["records"].items():
             if key in self.linked:
                 continue  # never opened: it is reported and moved aside
             ends = envelope.get("ends") if isinstance(envelope, dict) else None
+            announced = envelope.get(COMPACTING) if isinstance(envelope, dict) else None
             for name, end in (ends or {}).items():
                 log = self.log(key, name) if name != "events_base" else None
-                if log is not None and isinstance(end, int) and log.count < end:
+                if log is None or not isinstance(end, int) or log.count >= end:
+                    continue
+                if not (isinstance(announced, dict) and announced.get(name) == log.count):
                     return False
         return True
 

@@ -34,7 +34,7 @@ import logging
 import os
 import stat
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence, Set
 from typing import Any
 
 from ...clock import Clock
@@ -102,7 +102,8 @@ class FsStore(Store):
         self._dirty_keys: set[str] = set()
         self._deletes: list[WorkerFiles] = []  # deleted since the last take
         self._deleted: set[str] = set()  # ids whose latest staged change is a delete
-        self._flusher = Flusher(layout, ops, loaded.journal)
+        # Nothing is staged yet: the runtime record as loaded is the committed one.
+        self._flusher = Flusher(layout, ops, loaded.journal, self._envelope(RUNTIME)())
         self._commit: GroupCommit[Batch] = GroupCommit(
             self._mutex,
             take=self._take,
@@ -110,6 +111,7 @@ class FsStore(Store):
             done=self._done,
             failed=self._flush_failed,
         )
+        self._commit.between = self._between_flushes
         self._closed = False
         try:  # records the journal had newer versions of are written to their files now
             self._flusher.checkpoint({key: self._envelope(key)() for key in loaded.stale})
@@ -386,14 +388,44 @@ class FsStore(Store):
             self._flusher.close()
             self._lock_file.release()
 
+    def _between_flushes(self) -> None:
+        """After a flush that started a checkpoint, compact ``idempotency.jsonl``
+        (the leader's, no lock held): it would otherwise grow with every keyed
+        command for as long as the process runs."""
+        if not self._flusher.compaction_due:
+            return
+        self._flusher.compaction_due = False
+        with self._mutex:
+            staged = {id(r) for r in self._idempotency_log.take()}
+            kept = self._unexpired_idempotency(skip=staged)
+        if len(kept) == self._idempotency_log.written:
+            return
+        try:
+            self._flusher.compact(self._idempotency_log, kept)
+        except OSError as exc:
+            # As when a background checkpoint fails: the next flush fails with it,
+            # so the sync that meets it makes the runtime unavailable.
+            log.error("store compaction failed: %s", exc)
+            self._flusher.fail(exc)
+
+    def _unexpired_idempotency(self, skip: Set[int] = frozenset()) -> list[IdempotencyRecord]:
+        """The idempotency records not yet expired, in log order (mutex held)."""
+        cutoff = self.expiry.cutoff()
+        return [
+            r
+            for r in self._idempotency.values()
+            if id(r) not in skip and not self.expiry.expired(r, cutoff)
+        ]
+
     def _compact_idempotency(self) -> None:
         """Rewrite ``idempotency.jsonl`` without expired records (no flush can run).
 
         The runtime record first says which length the log is being compacted
         to, then the log is replaced, then the record says that length alone: a
-        crash in between leaves a log loading accepts at either length."""
-        log, cutoff = self._idempotency_log, self.expiry.cutoff()
-        kept = [r for r in self._idempotency.values() if not self.expiry.expired(r, cutoff)]
+        crash in between leaves a log loading accepts at either length. (Between
+        flushes, :meth:`Flusher.compact` does the same with commit lines.)"""
+        log = self._idempotency_log
+        kept = self._unexpired_idempotency()
         if len(kept) == log.count:
             return
         pending = {**self._envelope(RUNTIME)(), COMPACTING: {"idempotency": len(kept)}}
