@@ -72,8 +72,11 @@ class Flusher:
         self.layout = layout
         self.runtime = runtime
         """The runtime record's envelope as last committed."""
-        self.compaction_due = False
-        """Set when a checkpoint starts: the idempotency log may be compacted."""
+        self.checkpoint_started = False
+        """Set when a checkpoint starts (for the store's work between flushes)."""
+        self.also: Callable[[Parallel], None] | None = None
+        """More work for every checkpoint, after its records (the store's run
+        indexes): in the background one's thread, which a delete waits for."""
         self._ops = ops
         self._journal = journal
         self._parallel = Parallel()
@@ -169,7 +172,7 @@ class Flusher:
                 ops.replace(layout.path(old), layout.path(new))
         ops.fsync_dir(layout.root)
         self._journal = open_journal(layout, ops)
-        self.compaction_due = True
+        self.checkpoint_started = True
         pending, self._committed = self._committed, {}
         self._background = threading.Thread(
             target=self._checkpoint_in_background, args=(pending,), name="wr-checkpoint"
@@ -181,6 +184,8 @@ class Flusher:
         try:
             self._write_records(pending, parallel)
             self._drop_old_journal()
+            if self.also is not None:
+                self.also(parallel)
         except OSError as exc:
             log.error("store checkpoint failed: %s", exc)
             self._failure = exc
@@ -198,6 +203,8 @@ class Flusher:
             self._committed.clear()
             self._journal.reset()
         self._drop_old_journal()
+        if self.also is not None:
+            self.also(self._parallel)
 
     def compact(self, shared: JsonlLog[Any], kept: list[Any]) -> None:
         """Rewrite a runtime-wide log (idempotency) as ``kept``, its written

@@ -47,10 +47,9 @@ from ..base import (
     Store,
     StoreState,
 )
-from ..history import RunHistory
 from ..idempotency import fresh_idempotency, put_fresh_idempotency
 from .commit import GroupCommit, could_not_write
-from .fileops import FileOps, SymlinkFound
+from .fileops import FileOps, Parallel, SymlinkFound
 from .flush import Batch, Flusher
 from .jsonl import JsonlLog
 from .layout import COMPACTING, RUNTIME, Layout, WorkerFiles, runtime_envelope, worker_envelope
@@ -102,6 +101,7 @@ class FsStore(Store):
         self._dirty_keys: set[str] = set()
         self._deletes: list[WorkerFiles] = []  # deleted since the last take
         self._deleted: set[str] = set()  # ids whose latest staged change is a delete
+        self._runs_put: set[str] = set()  # workers whose run index lacks versions
         # Nothing is staged yet: the runtime record as loaded is the committed one.
         self._flusher = Flusher(layout, ops, loaded.journal, self._envelope(RUNTIME)())
         self._commit: GroupCommit[Batch] = GroupCommit(
@@ -112,6 +112,7 @@ class FsStore(Store):
             failed=self._flush_failed,
         )
         self._commit.between = self._between_flushes
+        self._flusher.also = self._write_run_indexes
         self._closed = False
         try:  # records the journal had newer versions of are written to their files now
             self._flusher.checkpoint({key: self._envelope(key)() for key in loaded.stale})
@@ -235,8 +236,8 @@ class FsStore(Store):
             files = self._files(worker_id)
             self._commit.staged()
             self._stage(worker_id, files.runs, run)
-            if files.history is not None:
-                files.history.put(run)
+            files.run_index.put(run)
+            self._runs_put.add(worker_id)
 
     def append_event(self, event: Event) -> None:
         with self._mutex:
@@ -305,25 +306,27 @@ class FsStore(Store):
 
     def get_run(self, worker_id: str, run_id: str) -> Run | None:
         with self._mutex, self._reading():
-            history = self._history(worker_id)
-            return history.get(run_id) if history is not None else None
+            files = self._workers.get(worker_id)
+            if files is None:
+                return None
+            run = files.run_index.get(run_id)
+            self._index_later(files)
+            return run
 
     def list_runs(self, worker_id: str, after: str | None, limit: int) -> list[Run]:
         with self._mutex, self._reading():
-            history = self._history(worker_id)
-            return history.page(after, limit) if history is not None else []
+            files = self._workers.get(worker_id)
+            if files is None:
+                return []
+            page = files.run_index.page(after, limit)
+            self._index_later(files)
+            return page
 
-    def _history(self, worker_id: str) -> RunHistory | None:
-        """The worker's run history, read from ``runs.jsonl`` on first use (mutex held)."""
-        files = self._workers.get(worker_id)
-        if files is None:
-            return None
-        if files.history is None:
-            history = RunHistory()
-            for run in files.runs.read_all():
-                history.put(run)
-            files.history = history
-        return files.history
+    def _index_later(self, files: WorkerFiles) -> None:
+        """What a first read found of the runs log past its index (mutex held) is
+        written into the index at the next checkpoint."""
+        if files.run_index.pending:
+            self._runs_put.add(files.worker_id)
 
     def read_events(self, cursor: int, limit: int, worker_id: str | None = None) -> list[Event]:
         with self._mutex, self._reading():
@@ -389,24 +392,47 @@ class FsStore(Store):
             self._lock_file.release()
 
     def _between_flushes(self) -> None:
-        """After a flush that started a checkpoint, compact ``idempotency.jsonl``
-        (the leader's, no lock held): it would otherwise grow with every keyed
+        """After a flush that started a checkpoint (the leader's, no lock held),
+        compact ``idempotency.jsonl``: it would otherwise grow with every keyed
         command for as long as the process runs."""
-        if not self._flusher.compaction_due:
+        if not self._flusher.checkpoint_started:
             return
-        self._flusher.compaction_due = False
-        with self._mutex:
-            staged = {id(r) for r in self._idempotency_log.take()}
-            kept = self._unexpired_idempotency(skip=staged)
-        if len(kept) == self._idempotency_log.written:
-            return
+        self._flusher.checkpoint_started = False
         try:
-            self._flusher.compact(self._idempotency_log, kept)
+            self._compact_idempotency_between_flushes()
         except OSError as exc:
             # As when a background checkpoint fails: the next flush fails with it,
             # so the sync that meets it makes the runtime unavailable.
-            log.error("store compaction failed: %s", exc)
+            log.error("store maintenance failed: %s", exc)
             self._flusher.fail(exc)
+
+    def _compact_idempotency_between_flushes(self) -> None:
+        with self._mutex:
+            staged = {id(r) for r in self._idempotency_log.take()}
+            kept = self._unexpired_idempotency(skip=staged)
+        if len(kept) != self._idempotency_log.written:
+            self._flusher.compact(self._idempotency_log, kept)
+
+    def _write_run_indexes(self, parallel: Parallel) -> None:
+        """At each checkpoint, write into each touched worker's run index the
+        committed versions it lacks (flushes may go on: they only append past
+        what a snapshot covers; a delete waits for the checkpoint)."""
+        with self._mutex:
+            put, self._runs_put = self._runs_put, set()
+            snapshots = []
+            for worker_id in sorted(put):
+                files = self._workers.get(worker_id)
+                if files is None:
+                    continue  # deleted since
+                try:
+                    snapshots.append((worker_id, files.run_index, files.run_index.snapshot()))
+                except StoreCorrupt as exc:  # its reads say so; the others go on
+                    log.warning("the run index of worker %r is not written: %s", worker_id, exc)
+        parallel.run([functools.partial(index.write, snap) for _, index, snap in snapshots if snap])
+        with self._mutex:
+            for worker_id, index, snapshot in snapshots:
+                if index.settle(snapshot) and worker_id in self._workers:
+                    self._runs_put.add(worker_id)
 
     def _unexpired_idempotency(self, skip: Set[int] = frozenset()) -> list[IdempotencyRecord]:
         """The idempotency records not yet expired, in log order (mutex held)."""
