@@ -15,7 +15,9 @@ import pytest
 from tests.support.http_helpers import AUTH, client
 from worker_runtime import Runtime
 from worker_runtime import commands as c
-from worker_runtime.errors import RuntimeUnavailable, StoreCorrupt
+from worker_runtime.domain import Role
+from worker_runtime.errors import RuntimeUnavailable, StoreCorrupt, WorkerNotFound
+from worker_runtime.stores.fs.fileops import FileOps
 from worker_runtime.testing import wait_for_run_end
 
 from .support.fs_support import FaultyOps, open_runtime, runtime_dir
@@ -93,6 +95,121 @@ def test_a_worker_directory_that_is_a_symlink_is_never_followed(tmp_path: Path) 
     assert {p.name: p.read_bytes() for p in canary.parent.iterdir()} == before
 
 
+def _canary_dir(tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
+    """A directory outside the store (with files a worker would write) and its contents."""
+    canary = _canary(tmp_path)
+    for name in ("transcript.jsonl", "events.idx"):
+        (canary.parent / name).write_bytes(CANARY)
+    return canary.parent, _contents(canary.parent)
+
+
+def _contents(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in directory.iterdir()}
+
+
+def _stop_and_delete(rt: Runtime, worker_id: str) -> None:
+    rt.dispatch(c.StopWorker(worker_id=worker_id))
+    rt.dispatch(c.DeleteWorker(worker_id=worker_id))
+
+
+@pytest.mark.parametrize("before", ["new id", "deleted, then created again"])
+def test_a_worker_directory_planted_while_running_is_refused(tmp_path: Path, before: str) -> None:
+    data = tmp_path / "data"
+    outside, contents = _canary_dir(tmp_path)
+    with open_runtime(data) as rt:
+        rt.dispatch(c.CreateWorker(worker_id="w"))
+        if before != "new id":
+            rt.dispatch(c.CreateWorker(worker_id="evil"))
+            _talk(rt, "evil", "one")
+            _stop_and_delete(rt, "evil")
+        (runtime_dir(data) / "workers/evil").symlink_to(outside, target_is_directory=True)
+        with pytest.raises(StoreCorrupt, match="workers/evil is a symbolic link") as caught:
+            rt.dispatch(c.CreateWorker(worker_id="evil"))
+        assert caught.value.code == "store_corrupt"
+        assert caught.value.details == {"file": "workers/evil"}
+        with pytest.raises(WorkerNotFound):  # nothing of the refused create was kept
+            rt.dispatch(c.SendInput(worker_id="evil", content="x"))
+        _talk(rt, "w", "the runtime goes on")
+        assert rt.status == "running"
+    assert _contents(outside) == contents
+    with open_runtime(data) as rt:  # after a restart the id is quarantined, as at open
+        with pytest.raises(StoreCorrupt, match="workers/evil"):
+            rt.dispatch(c.CreateWorker(worker_id="evil"))
+        assert rt.dispatch(c.GetWorker(worker_id="w")).transcript_len == 2
+    assert _contents(outside) == contents
+
+
+class PlantingOps(FileOps):
+    """Plants a link in place of a worker directory just before the flush makes
+    it: the race the check when the worker's first write is staged cannot see."""
+
+    def __init__(self, directory: Path, target: Path) -> None:
+        self.directory, self.target = str(directory), target
+
+    def mkdir(self, path: str) -> bool:
+        if os.path.normpath(path) == self.directory and not os.path.lexists(path):
+            os.symlink(self.target, path)
+        return super().mkdir(path)
+
+
+def test_a_worker_directory_planted_just_before_the_flush_is_never_written_through(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    outside, contents = _canary_dir(tmp_path)
+    ops = PlantingOps(runtime_dir(data) / "workers/evil", outside)
+    with open_runtime(data, ops=ops) as rt:
+        rt.dispatch(c.CreateWorker(worker_id="w"))
+        with pytest.raises(StoreCorrupt, match="workers/evil is a symbolic link"):
+            rt.dispatch(c.CreateWorker(worker_id="evil"))
+        assert rt.status == "unavailable"  # that flush failed: nothing is acknowledged
+        with pytest.raises(RuntimeUnavailable, match="workers/evil"):
+            rt.dispatch(c.SendInput(worker_id="w", content="x"))
+        assert rt.dispatch(c.GetWorker(worker_id="w")).transcript_len == 0
+        with pytest.raises(RuntimeUnavailable):
+            rt.close()
+    assert _contents(outside) == contents
+    with open_runtime(data) as rt:
+        assert any("workers/evil" in m for m in _diagnostics(rt, "store_corrupt"))
+        _talk(rt, "w", "after the restart")
+    assert _contents(outside) == contents
+
+
+def test_a_worker_directory_swapped_for_a_link_while_running_is_never_written_through(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    outside, contents = _canary_dir(tmp_path)
+    rt = open_runtime(data)
+    try:
+        rt.dispatch(c.CreateWorker(worker_id="w"))
+        _talk(rt, "w", *[f"line {i}" for i in range(10)])  # more than the tail in memory
+        directory = runtime_dir(data) / "workers/w"
+        directory.rename(tmp_path / "moved")
+        directory.symlink_to(outside, target_is_directory=True)
+        with pytest.raises(StoreCorrupt, match="workers/w"):
+            rt.dispatch(c.GetTranscript(worker_id="w", start=0, limit=2))  # nothing read
+        with pytest.raises(StoreCorrupt, match="workers/w is a symbolic link"):
+            rt.dispatch(c.SendInput(worker_id="w", content="x"))  # nothing written
+    finally:
+        with pytest.raises(RuntimeUnavailable):  # the run it started cannot be recorded
+            rt.close()
+    assert _contents(outside) == contents
+
+
+def test_a_lock_file_that_is_a_symlink_is_store_corrupt(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    _setup(data)
+    canary = _canary(tmp_path)
+    lock = runtime_dir(data) / "lock"
+    lock.unlink()
+    lock.symlink_to(canary)
+    with pytest.raises(StoreCorrupt, match="lock is a symbolic link") as caught:
+        open_runtime(data)
+    assert caught.value.code == "store_corrupt"
+    assert canary.read_bytes() == CANARY
+
+
 def test_a_runtime_log_that_is_a_symlink_is_never_followed(tmp_path: Path) -> None:
     data = tmp_path / "data"
     _setup(data)
@@ -106,6 +223,34 @@ def test_a_runtime_log_that_is_a_symlink_is_never_followed(tmp_path: Path) -> No
         _talk(rt, "w", "more")  # a new log, above the old ids
     assert canary.read_bytes() == CANARY
     assert not (runtime_dir(data) / "events.jsonl").is_symlink()
+
+
+@pytest.mark.parametrize("index", ["events.idx", "diagnostics.idx", "idempotency.idx"])
+def test_a_runtime_index_that_is_a_symlink_is_rebuilt_and_the_history_kept(
+    tmp_path: Path, index: str
+) -> None:
+    data = tmp_path / "data"
+    _setup(data)
+    with open_runtime(data) as rt:
+        rt.dispatch(c.CreateWorker(worker_id="keyed"), idempotency_key="k")
+        events = rt.dispatch(c.ReadEvents(cursor=0, limit=1000)).events
+        diagnostics = rt.dispatch(c.GetDiagnostics()).diagnostics
+    canary = _canary(tmp_path)
+    planted = runtime_dir(data) / index
+    planted.unlink()
+    planted.symlink_to(canary)
+    with open_runtime(data) as rt:
+        (message,) = [m for m in _diagnostics(rt, "store_corrupt") if index in m]
+        assert f"{index} is a symbolic link" in message
+        assert rt.dispatch(c.ReadEvents(cursor=0, limit=len(events))).events == events
+        assert rt.dispatch(c.GetDiagnostics()).diagnostics[: len(diagnostics)] == diagnostics
+        replay = rt.dispatch(c.CreateWorker(worker_id="keyed"), idempotency_key="k")
+        assert replay.worker_id == "keyed"  # the first answer, replayed
+        _talk(rt, "w", "more")
+    assert canary.read_bytes() == CANARY
+    assert not planted.is_symlink()
+    (kept,) = [p for p in (runtime_dir(data) / "quarantine").iterdir() if p.name != "workers"]
+    assert [p.name for p in kept.iterdir()] == [index] and (kept / index).is_symlink()
 
 
 def test_directories_are_0700_and_files_0600(tmp_path: Path) -> None:
@@ -233,6 +378,77 @@ def test_a_full_disk_stops_writes_not_reads(tmp_path: Path) -> None:
         assert "could not write" in posted.json["error"]["message"]
         with pytest.raises(RuntimeUnavailable):
             rt.close()
+
+
+def _stopped(data_dir: Path, how: str) -> None:
+    """The runtime of ``_setup`` stopped ``how``: closed, or gone without a
+    checkpoint (its commits are in the journal only), or gone after a flush whose
+    commit line never made it (uncommitted lines left in its logs)."""
+    _setup(data_dir)
+    if how == "closed":
+        return
+    ops = FaultyOps()
+    rt = open_runtime(data_dir, ops=ops)
+    _talk(rt, "w", "four")
+    if how == "flush failed":
+        ops.fail_journal = True
+        with pytest.raises(RuntimeUnavailable):
+            rt.dispatch(c.SendInput(worker_id="w", content="never acknowledged"))
+    ops.fail_write = True
+    with pytest.raises(RuntimeUnavailable):
+        rt.close()
+
+
+@pytest.mark.parametrize("how", ["closed", "crashed", "flush failed"])
+def test_a_restart_on_a_full_disk_comes_up_unavailable(tmp_path: Path, how: str) -> None:
+    _stopped(tmp_path, how)
+    ops = FaultyOps()
+    ops.fail_write = True  # ENOSPC from the start
+    rt = open_runtime(tmp_path, ops=ops)
+    try:
+        assert rt.status == "unavailable"
+        assert rt.dispatch(c.GetRuntime()).status == "unavailable"
+        expected = rt.dispatch(c.GetTranscript(worker_id="w", limit=100)).items
+        inputs = [e.content for e in expected if e.role is Role.USER]
+        assert inputs == ["one", "two", "three"] + ([] if how == "closed" else ["four"])
+        if how == "flush failed":  # its lines are cut, though there is no room to keep them
+            cut = _diagnostics(rt, "store_torn_tail")
+            assert any("not kept: No space left on device" in m for m in cut), cut
+        assert [w.worker_id for w in rt.dispatch(c.ListWorkers()).workers] == ["w", "good"]
+        assert rt.dispatch(c.ReadEvents(cursor=0)).events
+        for write in (c.CreateWorker(worker_id="x"), c.SendInput(worker_id="w", content="y")):
+            with pytest.raises(RuntimeUnavailable, match="could not write") as caught:
+                rt.dispatch(write)
+            assert caught.value.code == "runtime_unavailable"
+        http = client(rt)
+        ready = http.simulate_get("/readyz")
+        assert ready.status_code == 503 and ready.json["status"] == "unavailable"
+        assert http.simulate_get("/v1/workers/w", headers=AUTH).status_code == 200
+    finally:
+        with pytest.raises(RuntimeUnavailable):
+            rt.close()
+    with open_runtime(tmp_path) as rt:  # space again: nothing was lost
+        assert rt.status == "running"
+        assert rt.dispatch(c.GetTranscript(worker_id="w", limit=100)).items == expected
+        _talk(rt, "w", "and on")
+
+
+def test_a_recovery_that_cannot_write_says_so(tmp_path: Path) -> None:
+    # A damaged worker must be moved aside before the runtime may serve: on a full
+    # disk it cannot be, and the open fails saying why (not that it could not read).
+    _setup(tmp_path)
+    (runtime_dir(tmp_path) / "workers/w/worker.json").write_bytes(b"{")
+    ops = FaultyOps()
+    ops.fail_write = True
+    with pytest.raises(RuntimeUnavailable) as caught:
+        open_runtime(tmp_path, ops=ops)
+    assert caught.value.code == "runtime_unavailable"
+    assert caught.value.message == (
+        f"cannot recover the runtime directory {runtime_dir(tmp_path)}: "
+        "it could not write: No space left on device (errno 28)"
+    )
+    with open_runtime(tmp_path) as rt:  # the lock was released; with room it recovers
+        assert rt.dispatch(c.GetWorker(worker_id="good")).transcript_len == 6
 
 
 def test_a_quarantined_worker_is_503_store_corrupt_over_http(tmp_path: Path) -> None:

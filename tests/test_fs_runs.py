@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import os
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from worker_runtime.domain import (
     WorkerRef,
 )
 from worker_runtime.errors import RuntimeUnavailable
+from worker_runtime.stores import MemoryStore
 from worker_runtime.stores.fs import FsStore
 from worker_runtime.stores.fs.fileops import FileOps
 from worker_runtime.stores.fs.tombstones import PREFIX
@@ -482,3 +484,141 @@ def test_an_event_index_that_is_a_symlink_is_never_followed(tmp_path: Path) -> N
         assert oct((runtime_dir(tmp_path) / "workers" / "a").stat().st_mode & 0o777) == "0o700"
     finally:
         store.close()
+
+
+# -- run pages through the run index --------------------------------------------------
+
+
+class ReadCountingOps(FileOps):
+    """Counts the bytes read from each file (by name); fails the run index's
+    header write or its hash table's replacement if told to (a crash there)."""
+
+    def __init__(self, fail: str | None = None) -> None:
+        self.read: Counter[str] = Counter()
+        self.fail = fail
+        self._names: dict[int, str] = {}
+
+    def open(self, path: str, flags: int, mode: int = 0o600) -> int:
+        fd = super().open(path, flags, mode)
+        self._names[fd] = os.path.basename(path)
+        return fd
+
+    def pread(self, fd: int, size: int, offset: int) -> bytes:
+        data = super().pread(fd, size, offset)
+        self.read[self._names.get(fd, "?")] += len(data)
+        return data
+
+    def pwrite(self, fd: int, data: bytes, offset: int) -> None:
+        if self.fail == "header" and self._names.get(fd) == "runs.order" and offset == 0:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        super().pwrite(fd, data, offset)
+
+    def replace(self, src: str, dst: str) -> None:
+        if self.fail == "table" and dst.endswith("runs.ids"):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        super().replace(src, dst)
+
+
+def _many_runs(store: FsStore, reference: MemoryStore, runs: int, first: int = 0) -> None:
+    """Runs as a queue makes them: each queued, started two runs later, then done."""
+    versions: list[Run] = []
+    for i in range(first, first + runs):
+        versions.append(queued(f"r{i:04}", f"input {i}"))
+        if i - 2 >= first:
+            started = Run(run_id=f"r{i - 2:04}", status=RunStatus.RUNNING, queued_at=NOW)
+            versions += [started, dataclasses.replace(started, status=RunStatus.COMPLETED)]
+    for number, run in enumerate(versions):
+        store.put_run("w", run)
+        reference.put_run("w", run)
+        if number % 40 == 0:
+            store.sync()
+    store.sync()
+
+
+def _reference_store() -> MemoryStore:
+    reference = MemoryStore(RUNTIME_ID)
+    reference.put_worker(worker_record("w"))
+    return reference
+
+
+def test_a_run_page_after_a_restart_reads_only_what_it_returns(tmp_path: Path) -> None:
+    reference = _reference_store()
+    store = open_fs(tmp_path)
+    Writer(store).create("w")
+    _many_runs(store, reference, 600)
+    store.close()
+    size = (runtime_dir(tmp_path) / "workers/w/runs.jsonl").stat().st_size
+    ops = ReadCountingOps()
+    store = open_fs(tmp_path, ops)
+    try:
+        opened = ops.read["runs.jsonl"]
+        assert store.list_runs("w", "r0299", 10) == reference.list_runs("w", "r0299", 10)
+        assert store.get_run("w", "r0450") == reference.get_run("w", "r0450")
+        assert store.list_runs("w", None, 3) == reference.list_runs("w", None, 3)
+        cost = ops.read["runs.jsonl"] - opened
+        assert 0 < cost < size / 30  # 14 runs read of 600, not the whole log
+        assert ops.read["runs.order"] + ops.read["runs.ids"] < 2000
+        # The same answers as a full read, everywhere, and after more runs too.
+        _many_runs(store, reference, 50, first=600)
+        for after in [None, "r0000", "r0597", "r0598", "r0599", "r0600", "r0649", "nope"]:
+            assert store.list_runs("w", after, 7) == reference.list_runs("w", after, 7)
+        assert store.list_runs("w", None, 1000) == reference.list_runs("w", None, 1000)
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("fail", ["header", "table"])
+def test_a_run_index_write_cut_short_loses_nothing(tmp_path: Path, fail: str) -> None:
+    reference = _reference_store()
+    store = open_fs(tmp_path)
+    Writer(store).create("w")
+    _many_runs(store, reference, 30)
+    store.close()  # the index covers these
+    store = open_fs(tmp_path, ReadCountingOps(fail))
+    assert store.list_runs("w", "r0010", 5) == reference.list_runs("w", "r0010", 5)
+    _many_runs(store, reference, 200, first=30)  # enough to need a larger hash table
+    with pytest.raises(RuntimeUnavailable, match="could not checkpoint"):
+        store.close()  # its entries are written, not its header (or table)
+    for how in ("after the failed write", "after a full rewrite"):
+        store = open_fs(tmp_path)
+        try:
+            assert store.load().new_diagnostics == [], how
+            assert store.list_runs("w", None, 1000) == reference.list_runs("w", None, 1000)
+            for run_id in ("r0000", "r0029", "r0030", "r0228", "r0229"):
+                assert store.get_run("w", run_id) == reference.get_run("w", run_id)
+                assert store.list_runs("w", run_id, 3) == reference.list_runs("w", run_id, 3)
+        finally:
+            store.close()
+
+
+@pytest.mark.parametrize("damage", ["order missing", "ids missing", "entries garbled", "short"])
+def test_a_damaged_run_index_is_read_around_and_rewritten(tmp_path: Path, damage: str) -> None:
+    reference = _reference_store()
+    store = open_fs(tmp_path)
+    Writer(store).create("w")
+    _many_runs(store, reference, 40)
+    store.close()
+    directory = runtime_dir(tmp_path) / "workers/w"
+    order = directory / "runs.order"
+    if damage == "order missing":
+        order.unlink()
+    elif damage == "ids missing":
+        (directory / "runs.ids").unlink()
+    elif damage == "entries garbled":
+        data = bytearray(order.read_bytes())
+        data[16:] = os.urandom(len(data) - 16)
+        order.write_bytes(bytes(data))
+    else:
+        order.write_bytes(order.read_bytes()[:40])
+    size = (directory / "runs.jsonl").stat().st_size
+    for round in ("read around it", "rewritten on close"):
+        ops = ReadCountingOps()
+        store = open_fs(tmp_path, ops)
+        try:
+            assert store.list_runs("w", "r0020", 4) == reference.list_runs("w", "r0020", 4)
+            assert store.get_run("w", "r0039") == reference.get_run("w", "r0039")
+            if round == "rewritten on close":
+                assert ops.read["runs.jsonl"] < size / 4
+            assert store.list_runs("w", None, 1000) == reference.list_runs("w", None, 1000)
+        finally:
+            store.close()

@@ -3,21 +3,34 @@ commit, and I/O failures that must never be acknowledged."""
 
 from __future__ import annotations
 
+import errno
+import json
+import os
 import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from worker_runtime import Runtime, RuntimeConfig
 from worker_runtime import commands as c
-from worker_runtime.clock import new_id
+from worker_runtime.clock import Clock, new_id
 from worker_runtime.domain import Event, Role, RunStatus, RuntimeRecord, WorkerStatus
 from worker_runtime.errors import IdempotencyKeyReused, RuntimeUnavailable, WorkerNotFound
 from worker_runtime.stores.fs import FsStore
 from worker_runtime.stores.fs import flush as fs_flush
+from worker_runtime.stores.fs.fileops import FileOps
 from worker_runtime.testing import GateEngine, wait_for_event, wait_for_run_end
 
-from .support.fs_support import RUNTIME_ID, FaultyOps, child, open_runtime, read_line
+from .support.fs_support import (
+    RUNTIME_ID,
+    FaultyOps,
+    child,
+    fs_config,
+    open_runtime,
+    read_line,
+)
 
 NOW = "2024-01-01T00:00:00.000Z"
 
@@ -280,3 +293,122 @@ def test_diagnostics_page_from_the_store_also_after_a_restart(tmp_path: Path) ->
     ids = [i for page in before for i in page]
     assert ids == sorted(ids) and len(ids) >= 5 and all(len(p) <= 2 for p in before)
     assert [i for page in after_restart for i in page][: len(ids)] == ids
+
+
+# -- idempotency compaction while running ---------------------------------------------
+
+
+class ShiftedClock(Clock):
+    """Wall time plus an offset the test moves: expiry without sleeping."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta()
+
+    def now(self) -> str:
+        moment = datetime.now(UTC) + self.offset
+        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class CompactionFault(FileOps):
+    """Fails one step of a compaction of ``idempotency.jsonl`` (a crash there):
+    replacing the log, replacing its index, or the commit line after both."""
+
+    def __init__(self, step: str | None = None) -> None:
+        self.step = step
+        self.fired = False
+        self._replaced = False
+        self._paths: dict[int, str] = {}
+
+    def open(self, path: str, flags: int, mode: int = 0o600) -> int:
+        fd = super().open(path, flags, mode)
+        self._paths[fd] = path
+        return fd
+
+    def replace(self, src: str, dst: str) -> None:
+        if dst.endswith(f"/{self.step}"):
+            self._fire()
+        super().replace(src, dst)
+        self._replaced = self._replaced or dst.endswith("idempotency.idx")
+
+    def write(self, fd: int, data: bytes | memoryview) -> None:
+        if self.step == "commit" and self._replaced and self._paths[fd].endswith("journal.jsonl"):
+            self._fire()
+        super().write(fd, data)
+
+    def _fire(self) -> None:
+        self.fired = True
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+
+def _keys_on_disk(data_dir: Path) -> list[str]:
+    text = (data_dir / "runtimes" / RUNTIME_ID / "idempotency.jsonl").read_text()
+    return [json.loads(line)["key"] for line in text.splitlines()]
+
+
+def _keyed_runtime(data_dir: Path, clock: Clock, ops: FileOps | None = None) -> Runtime:
+    store = FsStore.open(str(data_dir), RUNTIME_ID, new_id, ops=ops)
+    return Runtime.open(fs_config(data_dir), store=store, clock=clock)
+
+
+def _until(done: Callable[[], bool], rt: Runtime) -> None:
+    """Write (one create a time) until ``done()``: a checkpoint starts at the first
+    flush past the journal limit that finds none still running."""
+    for i in range(200):
+        if done():
+            return
+        rt.dispatch(c.CreateWorker(worker_id=f"filler{i}"))
+    raise AssertionError("no checkpoint started in 200 flushes")
+
+
+def test_the_idempotency_log_is_compacted_at_checkpoints_while_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fs_flush, "JOURNAL_LIMIT", 1)  # a checkpoint after every flush
+    clock = ShiftedClock()
+    with _keyed_runtime(tmp_path, clock) as rt:
+        for i in range(3):
+            rt.dispatch(c.CreateWorker(worker_id=f"old{i}"), idempotency_key=f"old{i}")
+        clock.offset = timedelta(days=2)  # those three have expired
+        rt.dispatch(c.CreateWorker(worker_id="new"), idempotency_key="new")
+        _until(lambda: _keys_on_disk(tmp_path) == ["new"], rt)  # no restart needed
+        rt.dispatch(c.CreateWorker(worker_id="newer"), idempotency_key="newer")
+        assert _keys_on_disk(tmp_path) == ["new", "newer"]  # appended after the compaction
+        assert rt.dispatch(c.CreateWorker(worker_id="new"), idempotency_key="new").worker_id == (
+            "new"
+        )
+    with _keyed_runtime(tmp_path, clock) as rt:
+        assert not [d for d in rt.dispatch(c.GetDiagnostics()).diagnostics if "store" in d.code]
+        with pytest.raises(IdempotencyKeyReused):
+            rt.dispatch(c.CreateWorker(worker_id="other"), idempotency_key="newer")
+
+
+@pytest.mark.parametrize("step", ["idempotency.jsonl", "idempotency.idx", "commit"])
+def test_a_compaction_cut_short_while_running_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    monkeypatch.setattr(fs_flush, "JOURNAL_LIMIT", 1)
+    clock = ShiftedClock()
+    ops = CompactionFault()
+    rt = _keyed_runtime(tmp_path, clock, ops)
+    try:
+        for i in range(3):
+            rt.dispatch(c.CreateWorker(worker_id=f"old{i}"), idempotency_key=f"old{i}")
+        clock.offset = timedelta(hours=23)
+        rt.dispatch(c.CreateWorker(worker_id="kept"), idempotency_key="kept")
+        ops.step = step
+        clock.offset = timedelta(hours=25)  # the first three have expired, "kept" not
+        _until(lambda: ops.fired, rt)
+        with pytest.raises(RuntimeUnavailable, match="could not write"):
+            rt.dispatch(c.CreateWorker(worker_id="after"))  # as after any failed write
+        assert rt.status == "unavailable"
+    finally:
+        with pytest.raises(RuntimeUnavailable):  # as after a crash: no checkpoint
+            rt.close()
+    with _keyed_runtime(tmp_path, clock) as rt:
+        codes = [d.code for d in rt.dispatch(c.GetDiagnostics()).diagnostics]
+        assert "store_corrupt" not in codes and "store_torn_tail" not in codes
+        assert rt.dispatch(c.CreateWorker(worker_id="kept"), idempotency_key="kept").worker_id == (
+            "kept"
+        )
+        with pytest.raises(IdempotencyKeyReused):
+            rt.dispatch(c.CreateWorker(worker_id="other"), idempotency_key="kept")

@@ -8,6 +8,7 @@ Nothing else in the package imports this module.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -17,6 +18,7 @@ from .commands import Command, R_co
 from .config import RuntimeConfig
 from .dispatcher import Dispatcher
 from .domain import Event
+from .errors import RuntimeUnavailable
 from .follow import follow_events
 from .handlers import HANDLERS, Context
 from .profiles import ProfileRegistry
@@ -61,7 +63,10 @@ class Runtime:
             state.emit("runtime_started", version=__version__, store=store.kind)
             # Acknowledged inputs are never lost: queued runs go on, in order.
             runs.resume_queued()
-        state.sync()
+        # SPEC 10: a store that cannot write (a full disk) still serves reads. A
+        # failed sync made the state unavailable: writes answer 503, /readyz says so.
+        with contextlib.suppress(RuntimeUnavailable):
+            state.sync()
         state.started_at = clock.now()
 
     @classmethod

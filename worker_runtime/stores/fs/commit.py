@@ -14,7 +14,8 @@ a consistent state.
 
 A failed flush is never retried: after a failed fsync the kernel may have
 dropped the data, so the failure sticks and every later stage raises
-:class:`~worker_runtime.errors.RuntimeUnavailable`, as does the sync of a
+:class:`~worker_runtime.errors.RuntimeUnavailable` (or what ``failed`` makes of
+the error, such as ``StoreCorrupt`` for a planted link), as does the sync of a
 thread whose own writes were not flushed. A thread that staged nothing since
 its last sync (a read) still gets its answer: a full disk stops
 writes, not reads.
@@ -30,10 +31,17 @@ from typing import Any, Generic, TypeVar
 
 from ...errors import RuntimeUnavailable
 
-__all__ = ["GroupCommit"]
+__all__ = ["GroupCommit", "could_not_write"]
 
 B = TypeVar("B")
 log = logging.getLogger("worker_runtime.stores")
+
+
+def could_not_write(exc: OSError) -> RuntimeUnavailable:
+    """What a flush failed with ``exc`` answers from then on."""
+    return RuntimeUnavailable(
+        f"it could not write: {exc.strerror or type(exc).__name__} (errno {exc.errno})"
+    )
 
 
 class GroupCommit(Generic[B]):
@@ -47,25 +55,32 @@ class GroupCommit(Generic[B]):
         take: Callable[[], B],
         flush: Callable[[B], None],
         done: Callable[[B], None],
+        failed: Callable[[OSError], RuntimeUnavailable] = could_not_write,
     ) -> None:
         self._cond = threading.Condition(mutex)
         self._take = take
         self._flush = flush
         self._done = done
+        self._failed = failed
         self._staged = 0
         self._durable = 0
         self._flushing = False
-        self._failure: str | None = None
+        self._failure: RuntimeUnavailable | None = None
         self._mine = threading.local()  # the generation of this thread's last write
         self.outer: contextlib.AbstractContextManager[Any] | None = None
+        self.between: Callable[[], None] | None = None
+        """Run by a leader after its flush, with no lock held and no other flush
+        running (the fs store compacts its idempotency log there). It must not
+        raise an ``OSError``: a failure there is the next flush's."""
         self.flushes = 0  # how many flushes ran (for tests and benchmarks)
 
     def check(self) -> None:
         """Raise ``RuntimeUnavailable`` if a flush has failed (mutex held)."""
-        if self._failure is not None:
-            raise RuntimeUnavailable(
-                f"the store accepts no more writes: {self._failure}",
-                details={"retry_after_s": 1},
+        failure = self._failure
+        if failure is not None:
+            raise type(failure)(
+                f"the store accepts no more writes: {failure.message}",
+                details={**failure.details, "retry_after_s": 1},
             )
 
     def close(self, reason: str) -> None:
@@ -73,7 +88,7 @@ class GroupCommit(Generic[B]):
         with self._cond:
             while self._flushing:
                 self._cond.wait()
-            self._failure = self._failure or reason
+            self._failure = self._failure or RuntimeUnavailable(reason)
 
     def staged(self) -> None:
         """Count one staged write (mutex held); refused after a failure."""
@@ -103,11 +118,11 @@ class GroupCommit(Generic[B]):
     @property
     def failure(self) -> str | None:
         """Why the store accepts no more writes, or None."""
-        return self._failure
+        return self._failure.message if self._failure is not None else None
 
     def _lead(self) -> None:
         self._flushing = True
-        failure: str | None = "the flush was interrupted"
+        failure: RuntimeUnavailable | None = RuntimeUnavailable("the flush was interrupted")
         generation = self._durable
         batch: B | None = None
         self._cond.release()
@@ -119,9 +134,7 @@ class GroupCommit(Generic[B]):
             self._flush(batch)
             failure = None
         except OSError as exc:
-            failure = (
-                f"it could not write: {exc.strerror or type(exc).__name__} (errno {exc.errno})"
-            )
+            failure = self._failed(exc)
             log.error("store flush failed: %s", exc)
         finally:
             # Any other exception is a bug: it propagates, and the sticky failure
@@ -136,4 +149,19 @@ class GroupCommit(Generic[B]):
             else:
                 self._failure = failure
             self._cond.notify_all()
-        self.check()
+        if failure is not None:
+            self.check()
+        if self.between is not None:
+            self._between(self.between)
+
+    def _between(self, work: Callable[[], None]) -> None:
+        """Run ``work`` after a successful flush, before the next one can start,
+        with the mutex released (staging and reads go on meanwhile)."""
+        self._flushing = True
+        self._cond.release()
+        try:
+            work()
+        finally:
+            self._cond.acquire()
+            self._flushing = False
+            self._cond.notify_all()

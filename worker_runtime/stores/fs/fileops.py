@@ -1,10 +1,15 @@
 """Low-level file operations of the fs store: explicit fsyncs, no swallowed ``OSError``.
 
-Nothing here follows a symbolic link: files are opened with ``O_NOFOLLOW``
-and an existing directory is checked with ``lstat``; one found raises
-:class:`SymlinkFound` (an ``OSError``), so nothing is read, cut or written
-through a link planted in the data directory. Directories are created 0700
-and files 0600: transcripts are nobody else's business.
+Nothing here follows a symbolic link: a file is opened, created, renamed or
+removed relative to its directory, itself opened ``O_DIRECTORY|O_NOFOLLOW``,
+with ``O_NOFOLLOW`` on the file too; an existing directory is checked with
+``lstat`` on its own name (never a name ending in ``/``, which resolves a
+link). A link found (as the file or as its directory, even one planted while
+the store runs) raises :class:`SymlinkFound` (an ``OSError``), so nothing is
+read, cut or written through it. Paths are the store's own, below a data
+directory whose own path was resolved once at open (``FsStore.open``).
+Directories are created 0700 and files 0600: transcripts are nobody else's
+business.
 
 Every system call that changes a file goes through one :class:`FileOps`
 object, so a test can inject a failing ``write`` or ``fsync`` with a small
@@ -15,11 +20,12 @@ treat the store as failed.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 __all__ = ["DIR_MODE", "FILE_MODE", "FileOps", "Parallel", "SymlinkFound", "check_dir"]
@@ -40,12 +46,16 @@ class FileOps:
     """The file system calls the fs store makes (override to inject faults)."""
 
     def open(self, path: str, flags: int, mode: int = FILE_MODE) -> int:
+        directory, name = os.path.split(path)  # (``_in_dir`` inline: reads call this a lot)
+        dir_fd = _open_dir(directory)
         try:
-            return os.open(path, flags | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
+            return os.open(name, flags | os.O_CLOEXEC | os.O_NOFOLLOW, mode, dir_fd=dir_fd)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise SymlinkFound(path) from None
             raise
+        finally:
+            os.close(dir_fd)
 
     def close(self, fd: int) -> None:
         os.close(fd)
@@ -81,32 +91,33 @@ class FileOps:
         os.ftruncate(fd, size)
 
     def replace(self, src: str, dst: str) -> None:
-        os.replace(src, dst)
+        """Rename ``src`` to ``dst`` (a link is moved as a link, never followed)."""
+        with _in_dir(src) as (src_dir, src_name), _in_dir(dst) as (dst_dir, dst_name):
+            os.replace(src_name, dst_name, src_dir_fd=src_dir, dst_dir_fd=dst_dir)
 
     def unlink(self, path: str) -> None:
-        os.unlink(path)
+        with _in_dir(path) as (directory, name):
+            os.unlink(name, dir_fd=directory)
 
     def rmdir(self, path: str) -> None:
-        os.rmdir(path)
+        with _in_dir(path) as (directory, name):
+            os.rmdir(name, dir_fd=directory)
 
     def mkdir(self, path: str) -> bool:
-        """Create ``path``; True if it was created, False if it existed."""
-        try:
-            os.mkdir(path, DIR_MODE)
-        except FileExistsError:
-            check_dir(path)
-            return False
+        """Create ``path``; True if it was created, False if it existed (as a real
+        directory: anything else there raises :class:`SymlinkFound`)."""
+        with _in_dir(path) as (directory, name):
+            try:
+                os.mkdir(name, DIR_MODE, dir_fd=directory)
+            except FileExistsError:
+                if not stat.S_ISDIR(os.stat(name, dir_fd=directory, follow_symlinks=False).st_mode):
+                    raise SymlinkFound(os.path.normpath(path)) from None
+                return False
         return True
 
     def fsync_dir(self, path: str) -> None:
         """Make the directory's entries (creates, renames) durable."""
-        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW
-        try:
-            fd = os.open(path, flags)
-        except OSError as exc:
-            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                raise SymlinkFound(path) from None
-            raise
+        fd = _open_dir(path)
         try:
             self.fsync(fd)
         finally:
@@ -160,15 +171,47 @@ class FileOps:
     def keep_aside(self, path: str, data: bytes) -> str:
         """Save bytes cut from ``path`` next to it (``<path>.torn-<ns>``); returns the name."""
         aside = f"{path}.torn-{time.time_ns()}"
-        self.write_synced(aside, data)
+        try:
+            self.write_synced(aside, data)
+        except OSError:
+            with contextlib.suppress(OSError):  # what failed is the write, raised below
+                self.unlink(aside)
+            raise
         self.fsync_dir(os.path.dirname(path))
         return aside
 
 
 def check_dir(path: str) -> None:
     """Raise :class:`SymlinkFound` unless ``path`` is a real directory (``lstat``)."""
+    path = os.path.normpath(path)  # "dir/" would make lstat look through a link
     if not stat.S_ISDIR(os.lstat(path).st_mode):
         raise SymlinkFound(path)
+
+
+def _open_dir(path: str) -> int:
+    """A descriptor of the directory ``path``, never through a link in its last name."""
+    path = os.path.normpath(path)
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW
+    try:
+        return os.open(path, flags)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise SymlinkFound(path) from None
+        raise
+
+
+@contextlib.contextmanager
+def _in_dir(path: str) -> Iterator[tuple[int, str]]:
+    """``path``'s directory, opened without following a link, and its own name.
+
+    A call made relative to it cannot be sent elsewhere by a link put in place
+    of the directory (a worker's, say) after the store checked it."""
+    directory, name = os.path.split(os.path.normpath(path))
+    fd = _open_dir(directory or ".")
+    try:
+        yield fd, name
+    finally:
+        os.close(fd)
 
 
 class Parallel:

@@ -22,7 +22,16 @@ from typing import Any
 
 from .fileops import FileOps, Parallel
 from .jsonl import JsonlLog, Written
-from .layout import JOURNAL, OLD_JOURNAL, RUNTIME, Layout, WorkerFiles, dump, open_journal
+from .layout import (
+    COMPACTING,
+    JOURNAL,
+    OLD_JOURNAL,
+    RUNTIME,
+    Layout,
+    WorkerFiles,
+    dump,
+    open_journal,
+)
 from .tombstones import is_deleted, remove_tree, tombstone_name
 from .worker_events import WorkerEvents
 
@@ -58,20 +67,28 @@ class Flusher:
         layout: Layout,
         ops: FileOps,
         journal: JsonlLog[dict[str, Any]],
+        runtime: dict[str, Any],
     ) -> None:
         self.layout = layout
+        self.runtime = runtime
+        """The runtime record's envelope as last committed."""
+        self.checkpoint_started = False
+        """Set when a checkpoint starts (for the store's work between flushes)."""
+        self.also: Callable[[Parallel], None] | None = None
+        """More work for every checkpoint, after its records (the store's run
+        indexes): in the background one's thread, which a delete waits for."""
         self._ops = ops
         self._journal = journal
         self._parallel = Parallel()
         self._open_logs: OrderedDict[int, JsonlLog[Any]] = OrderedDict()
         self._committed: dict[str, dict[str, Any]] = {}  # newer than their files
         self._background: threading.Thread | None = None
-        self._background_failure: OSError | None = None
+        self._failure: OSError | None = None  # a checkpoint's: every later flush fails
 
     def flush(self, batch: Batch) -> None:
         """Write ``batch`` and its commit line, and fsync them all at once."""
-        if self._background_failure is not None:
-            raise self._background_failure  # a checkpoint failed: so does the store
+        if self._failure is not None:
+            raise self._failure  # a checkpoint failed: so does the store
         ops = self._ops
         new_entries = set()
         graves = self._bury(batch.deletes)
@@ -106,12 +123,13 @@ class Flusher:
         self._parallel.run(tasks)
         self._journal.advance(commit)
         self._committed.update(line["records"])
+        self.runtime = line["records"].get(RUNTIME, self.runtime)
         for name in sorted(graves):  # the deletes are committed: their files go now
             remove_tree(ops, os.path.join(self.layout.workers, name))
         self._close_idle_logs()
         if self._journal.size > JOURNAL_LIMIT and not self._checkpointing():
-            if self._background_failure is not None:
-                raise self._background_failure  # its lines are in the old journal still
+            if self._failure is not None:
+                raise self._failure  # its lines are in the old journal still
             self._rotate()
 
     def _bury(self, deletes: list[WorkerFiles]) -> list[str]:
@@ -126,7 +144,7 @@ class Flusher:
             for opened in files.logs():
                 self._open_logs.pop(id(opened), None)
                 opened.close_files()
-            path = self.layout.path(self.layout.worker_rel(files.worker_id)).rstrip("/")
+            path = self.layout.path(self.layout.worker_rel(files.worker_id))
             if os.path.lexists(path):
                 name = tombstone_name(files.worker_id)
                 self._ops.replace(path, os.path.join(self.layout.workers, name))
@@ -154,6 +172,7 @@ class Flusher:
                 ops.replace(layout.path(old), layout.path(new))
         ops.fsync_dir(layout.root)
         self._journal = open_journal(layout, ops)
+        self.checkpoint_started = True
         pending, self._committed = self._committed, {}
         self._background = threading.Thread(
             target=self._checkpoint_in_background, args=(pending,), name="wr-checkpoint"
@@ -165,9 +184,11 @@ class Flusher:
         try:
             self._write_records(pending, parallel)
             self._drop_old_journal()
+            if self.also is not None:
+                self.also(parallel)
         except OSError as exc:
             log.error("store checkpoint failed: %s", exc)
-            self._background_failure = exc
+            self._failure = exc
         finally:
             parallel.close()
 
@@ -176,19 +197,55 @@ class Flusher:
         empty the journal (at open and close, when no flush can run)."""
         self.wait()
         self._committed.update(records or {})
+        self.runtime = self._committed.get(RUNTIME, self.runtime)
         if self._committed:
             self._write_records(self._committed, self._parallel)
             self._committed.clear()
             self._journal.reset()
         self._drop_old_journal()
+        if self.also is not None:
+            self.also(self._parallel)
+
+    def compact(self, shared: JsonlLog[Any], kept: list[Any]) -> None:
+        """Rewrite a runtime-wide log (idempotency) as ``kept``, its written
+        entries still wanted, between two flushes (the leader's; entries staged
+        meanwhile stay staged). Two commit lines bracket the replace: the first
+        announces the new length (``compacting``), so that loading takes the log
+        at either length if a crash comes in between; the second commits it."""
+        name, envelope = shared.rel.removesuffix(".jsonl"), self.runtime
+        ends = envelope["ends"]
+        if ends.get(name) != shared.written:  # never: each append commits the runtime record
+            log.warning("%s: not compacted, its committed length is not known", shared.rel)
+            return
+        self._commit_records({RUNTIME: {**envelope, COMPACTING: {name: len(kept)}}})
+        shared.rewrite(kept)
+        self._commit_records({RUNTIME: {**envelope, "ends": {**ends, name: len(kept)}}})
+
+    def _commit_records(self, records: dict[str, dict[str, Any]]) -> None:
+        """One commit line of ``records`` alone, durable on return (between flushes)."""
+        if self._journal.open_append():
+            self._ops.fsync_dir(self.layout.root)
+        self._open_logs[id(self._journal)] = self._journal
+        self._journal.append({"records": records})
+        commit = self._journal.prepare(self._journal.take())
+        self._journal.write(commit)
+        self._journal.advance(commit)
+        self._committed.update(records)
+        self.runtime = records.get(RUNTIME, self.runtime)
+
+    def fail(self, exc: OSError) -> None:
+        """Fail every flush from now on with ``exc``: a checkpoint the store made
+        outside a flush (at open) could not write. Until the first flush, reads
+        and staging go on, so a runtime opened on a full disk still comes up."""
+        self._failure = exc
 
     def wait(self) -> None:
         """Let a background checkpoint finish; raise its failure, if any."""
         if self._background is not None:
             self._background.join()
             self._background = None
-        if self._background_failure is not None:
-            raise self._background_failure
+        if self._failure is not None:
+            raise self._failure
 
     def _write_records(self, records: dict[str, dict[str, Any]], parallel: Parallel) -> None:
         """Replace each record file atomically: temp files, fsync, rename, fsync dirs."""

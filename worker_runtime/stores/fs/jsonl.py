@@ -91,6 +91,11 @@ class JsonlLog(Generic[T]):
         """Entries in the log, staged ones included."""
         return self._count + len(self._staged)
 
+    @property
+    def written(self) -> int:
+        """Entries in the file (staged ones not included)."""
+        return self._count
+
     # -- reading -------------------------------------------------------------------
 
     def read(self, start: int, limit: int) -> list[T]:
@@ -310,16 +315,25 @@ class JsonlLog(Generic[T]):
         return problem
 
     def rewrite(self, items: list[T]) -> None:
-        """Replace the whole log by ``items`` atomically (no flush may run): temp
-        files, fsync, rename, fsync the directory. Nothing may be staged."""
-        assert not self._staged, "rewrite with staged entries"
+        """Replace the written entries by ``items`` atomically (no flush may run;
+        staged entries stay staged, to be appended after them): temp files,
+        fsync, rename, fsync the directory.
+
+        The old index is removed (durably) before the log is replaced, and the
+        new one put in place after it (durably): a crash in between leaves a log
+        without an index, which opening rebuilds, never a log beside another
+        log's index (whose last offset might start a line by chance)."""
         self.close_files()
         written = self._encoded(items, 0)
         directory = os.path.dirname(self.path)
         self._ops.write_synced(self.index_path + ".tmp", written.index)
         self._ops.write_synced(self.path + ".tmp", written.data)
-        self._ops.replace(self.index_path + ".tmp", self.index_path)
+        if os.path.lexists(self.index_path):
+            self._ops.unlink(self.index_path)
+            self._ops.fsync_dir(directory)
         self._ops.replace(self.path + ".tmp", self.path)
+        self._ops.fsync_dir(directory)
+        self._ops.replace(self.index_path + ".tmp", self.index_path)
         self._ops.fsync_dir(directory)
         self._count, self._size, self._exists = written.entries, written.nbytes, True
         self._tail = items[-self._keep :] if self._keep else []

@@ -17,6 +17,8 @@
             transcript.jsonl, transcript.idx
             runs.jsonl, runs.idx               every version of every run (latest wins;
                                                a run's place is its first line)
+            runs.order, runs.ids               its runs in that order, each one's latest
+                                               line, and a hash table of their ids
             events.idx                         ids of this worker's events (u64 each)
         workers/.deleted-<worker_id>-<ns>/     a deleted worker's files, being removed
         quarantine/<name>-<ns>/                files that could not be loaded, kept
@@ -48,9 +50,9 @@ from ...domain import (
     check_worker_id,
 )
 from ..base import IdempotencyRecord
-from ..history import RunHistory
 from .fileops import FileOps
 from .jsonl import JsonlLog
+from .run_index import RunIndex
 from .worker_events import WorkerEvents
 
 __all__ = [
@@ -109,8 +111,10 @@ class Layout:
 
     @staticmethod
     def worker_rel(worker_id: str, name: str = "") -> str:
-        """``workers/<worker_id>/<name>``, for a validated ``worker_id`` only."""
-        return os.path.join("workers", check_worker_id(worker_id), name)
+        """``workers/<worker_id>/<name>`` (without ``name``: the directory, with no
+        trailing ``/``), for a validated ``worker_id`` only."""
+        directory = os.path.join("workers", check_worker_id(worker_id))
+        return os.path.join(directory, name) if name else directory
 
 
 def open_log(layout: Layout, rel: str, ops: FileOps, keep: int = 0) -> JsonlLog[Any]:
@@ -154,7 +158,7 @@ class WorkerFiles:
     transcript: JsonlLog[TranscriptEntry]
     runs: JsonlLog[Run]
     events: WorkerEvents
-    history: RunHistory | None = None  # read from runs.jsonl on first lookup
+    run_index: RunIndex
     dir_exists: bool = False  # known to the leader only
 
     def logs(self) -> tuple[JsonlLog[Any], JsonlLog[Any]]:
@@ -172,16 +176,18 @@ class WorkerFiles:
     def create(
         cls, layout: Layout, worker_id: str, seq: int, ops: FileOps, events_from: int = 0
     ) -> WorkerFiles:
+        runs = open_log(layout, layout.worker_rel(worker_id, "runs.jsonl"), ops)
         return cls(
             worker_id=worker_id,
             seq=seq,
             transcript=open_log(
                 layout, layout.worker_rel(worker_id, "transcript.jsonl"), ops, keep=TRANSCRIPT_TAIL
             ),
-            runs=open_log(layout, layout.worker_rel(worker_id, "runs.jsonl"), ops),
+            runs=runs,
             events=WorkerEvents(
                 layout.root, layout.worker_rel(worker_id, "events.idx"), ops, events_from
             ),
+            run_index=RunIndex(runs, ops),
         )
 
 

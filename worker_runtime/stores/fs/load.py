@@ -182,7 +182,7 @@ def _restore(recovery: Scan, name: str, worker_id: str, envelopes: dict[str, Any
     worker's directory again (a new worker's files under the id, begun by that
     same flush, are moved aside first)."""
     layout, ops, problems = recovery.layout, recovery.ops, recovery.problems
-    rel = layout.worker_rel(worker_id).rstrip("/")
+    rel = layout.worker_rel(worker_id)
     if os.path.lexists(layout.path(rel)):
         move_aside(layout, ops, worker_id, [rel], problems, worker_id)
     ops.replace(layout.path(os.path.join("workers", name)), layout.path(rel))
@@ -305,7 +305,7 @@ def _settle_workers(
         if is_deleted(envelope):  # its delete committed: nothing of it may remain
             if worker_id in recovery.on_disk:
                 tomb = layout.path(os.path.join("workers", tombstone_name(worker_id)))
-                ops.replace(layout.path(layout.worker_rel(worker_id)).rstrip("/"), tomb)
+                ops.replace(layout.path(layout.worker_rel(worker_id)), tomb)
                 ops.fsync_dir(layout.workers)
                 remove_tree(ops, tomb)
             continue

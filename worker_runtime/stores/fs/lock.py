@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 from collections.abc import Callable
 
 from ...domain import is_valid_id
 from ...errors import ConfigError
-from .fileops import FileOps
+from .fileops import FileOps, SymlinkFound
 
 __all__ = ["DEFAULT_RUNTIME_FILE", "DirLock", "default_runtime_id"]
 
@@ -29,8 +30,14 @@ class DirLock:
 
     @classmethod
     def acquire(cls, path: str) -> DirLock:
-        """Lock ``path`` or raise ``ConfigError`` naming the directory and its owner."""
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        """Lock ``path`` or raise ``ConfigError`` naming the directory and its owner
+        (:class:`SymlinkFound` if ``path`` is a link: it is never followed)."""
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise SymlinkFound(path) from None
+            raise
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

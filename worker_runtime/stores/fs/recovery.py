@@ -10,6 +10,7 @@ is reported as corrupt.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import struct
@@ -153,12 +154,24 @@ def _indexed(
 def cut(files: LogFiles, fd: int, at: int, size: int, line: int, why: str) -> LogProblem:
     """Cut the log at byte ``at`` (of ``size``), keeping the cut bytes aside."""
     ops = files.ops
-    aside = ops.keep_aside(files.path, ops.pread(fd, size - at, at))
+    kept = _keep_aside(files, ops.pread(fd, size - at, at))
     ops.truncate(fd, at)
     ops.fsync(fd)
-    return files.problem(
-        "torn", line, f"{why}: cut {size - at} bytes (kept in {os.path.basename(aside)})"
-    )
+    return files.problem("torn", line, f"{why}: cut {size - at} bytes ({kept})")
+
+
+def _keep_aside(files: LogFiles, data: bytes) -> str:
+    """Keep cut bytes next to the log; says where. On a full disk they cannot be
+    kept, and the cut goes on without them: they were never committed, and a
+    store that cannot cut them could never open again (a failed flush on a full
+    disk leaves such bytes behind; cutting them frees that space)."""
+    try:
+        aside = files.ops.keep_aside(files.path, data)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        return f"not kept: {exc.strerror}"
+    return f"kept in {os.path.basename(aside)}"
 
 
 def write_index(files: LogFiles, offsets: list[int], first: int, count: int) -> None:

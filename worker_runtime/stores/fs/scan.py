@@ -11,7 +11,15 @@ from typing import Any
 from ...domain import is_valid_id
 from .fileops import FileOps, SymlinkFound, check_dir
 from .jsonl import JsonlLog, LogProblem
-from .layout import EVENTS_TAIL, RUNTIME, Layout, WorkerFiles, load_envelope, open_log
+from .layout import (
+    COMPACTING,
+    EVENTS_TAIL,
+    RUNTIME,
+    Layout,
+    WorkerFiles,
+    load_envelope,
+    open_log,
+)
 from .quarantine import Problems, move_aside
 
 __all__ = [
@@ -50,23 +58,33 @@ class Scan:
     def recover_logs(self, worker_ids: set[str]) -> None:
         """Open every log as the crash left it (torn tails cut, indexes updated)."""
         for name, log in self.shared.items():
-            try:
-                report(log.recover(), self.problems, None)
-            except SymlinkFound as exc:
-                # Moved aside as a link: the log then holds fewer records than
-                # were committed, which loading reports with both counts.
-                self.problems.append(("store_corrupt", linked(self.layout, exc), None))
-                rels = [log.rel, os.path.relpath(log.index_path, self.layout.root)]
-                move_aside(self.layout, self.ops, name, rels, self.problems, None)
+            self._recover_shared(name, log)
         for worker_id in sorted(worker_ids):
             self.open_worker(worker_id)
+
+    def _recover_shared(self, name: str, log: JsonlLog[Any]) -> None:
+        """Open a runtime-wide log; a link in its place is moved aside (as a link)."""
+        index = os.path.relpath(log.index_path, self.layout.root)
+        try:
+            report(log.recover(), self.problems, None)
+            return
+        except SymlinkFound as exc:
+            self.problems.append(("store_corrupt", linked(self.layout, exc), None))
+            if exc.filename != log.index_path:
+                # The log then holds fewer records than were committed, which
+                # loading reports with both counts.
+                move_aside(self.layout, self.ops, name, [log.rel, index], self.problems, None)
+                return
+        # Only the index, derived data: it alone goes, and is rebuilt from the log.
+        move_aside(self.layout, self.ops, name, [index], self.problems, None)
+        report(log.recover(), self.problems, None)
 
     def open_worker(self, worker_id: str) -> None:
         """Open one worker's logs as the crash left them (again, after a restore)."""
         files = WorkerFiles.create(self.layout, worker_id, 0, self.ops)
         found: Problems = []
         if worker_id in self.linked:
-            path = self.layout.path(self.layout.worker_rel(worker_id)).rstrip("/")
+            path = self.layout.path(self.layout.worker_rel(worker_id))
             found.append(("store_corrupt", linked(self.layout, SymlinkFound(path)), worker_id))
         else:
             for log in files.logs():
@@ -87,14 +105,18 @@ class Scan:
         return logs.get(name)
 
     def reached(self, line: dict[str, Any]) -> bool:
-        """True if every log the journal ``line`` names is as long as it says."""
+        """True if every log the journal ``line`` names is as long as it says (or,
+        for a log it announces a compaction of, as long as announced)."""
         for key, envelope in line["records"].items():
             if key in self.linked:
                 continue  # never opened: it is reported and moved aside
             ends = envelope.get("ends") if isinstance(envelope, dict) else None
+            announced = envelope.get(COMPACTING) if isinstance(envelope, dict) else None
             for name, end in (ends or {}).items():
                 log = self.log(key, name) if name != "events_base" else None
-                if log is not None and isinstance(end, int) and log.count < end:
+                if log is None or not isinstance(end, int) or log.count >= end:
+                    continue
+                if not (isinstance(announced, dict) and announced.get(name) == log.count):
                     return False
         return True
 

@@ -28,10 +28,13 @@ layout is in ``layout.py``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
+import logging
 import os
+import stat
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence, Set
 from typing import Any
 
 from ...clock import Clock
@@ -44,10 +47,9 @@ from ..base import (
     Store,
     StoreState,
 )
-from ..history import RunHistory
 from ..idempotency import fresh_idempotency, put_fresh_idempotency
-from .commit import GroupCommit
-from .fileops import FileOps, SymlinkFound
+from .commit import GroupCommit, could_not_write
+from .fileops import FileOps, Parallel, SymlinkFound
 from .flush import Batch, Flusher
 from .jsonl import JsonlLog
 from .layout import COMPACTING, RUNTIME, Layout, WorkerFiles, runtime_envelope, worker_envelope
@@ -57,6 +59,8 @@ from .pages import DiagnosticPages
 from .tombstones import DELETED
 
 __all__ = ["FsStore"]
+
+log = logging.getLogger("worker_runtime.stores")
 
 
 class FsStore(Store):
@@ -97,14 +101,31 @@ class FsStore(Store):
         self._dirty_keys: set[str] = set()
         self._deletes: list[WorkerFiles] = []  # deleted since the last take
         self._deleted: set[str] = set()  # ids whose latest staged change is a delete
-        self._flusher = Flusher(layout, ops, loaded.journal)
+        self._runs_put: set[str] = set()  # workers whose run index lacks versions
+        # Nothing is staged yet: the runtime record as loaded is the committed one.
+        self._flusher = Flusher(layout, ops, loaded.journal, self._envelope(RUNTIME)())
         self._commit: GroupCommit[Batch] = GroupCommit(
-            self._mutex, take=self._take, flush=self._flusher.flush, done=self._done
+            self._mutex,
+            take=self._take,
+            flush=self._flusher.flush,
+            done=self._done,
+            failed=self._flush_failed,
         )
+        self._commit.between = self._between_flushes
+        self._flusher.also = self._write_run_indexes
         self._closed = False
         try:  # records the journal had newer versions of are written to their files now
             self._flusher.checkpoint({key: self._envelope(key)() for key in loaded.stale})
             self._compact_idempotency()
+        except SymlinkFound:
+            self._flusher.close()
+            raise
+        except OSError as exc:
+            # SPEC 10: a store that cannot write still serves reads. What was loaded
+            # is the committed state (the journal still holds what could not be
+            # checkpointed), so the runtime comes up, and its first flush fails.
+            log.error("store checkpoint at open failed: %s", exc)
+            self._flusher.fail(exc)
         except BaseException:
             self._flusher.close()
             raise
@@ -125,7 +146,9 @@ class FsStore(Store):
         """Lock and load the runtime ``runtime_id`` under ``data_dir``; without an
         id, the one created on first use of ``data_dir`` (made with ``new_id``)."""
         ops = ops or FileOps()
-        data_dir = os.path.abspath(data_dir)
+        # The operator's path may pass through links: resolved once, here. Below
+        # it nothing is ever followed (``fileops.py``).
+        data_dir = os.path.realpath(data_dir)
         try:
             ops.makedirs(data_dir)
             if runtime_id is None:
@@ -148,9 +171,12 @@ class FsStore(Store):
             lock.release()
             raise _linked(layout.root, exc) from None
         except OSError as exc:
+            # Recovery did not finish (it cuts logs, rebuilds indexes, moves damaged
+            # files aside), so what it had read is not a state to serve.
             lock.release()
             raise RuntimeUnavailable(
-                f"cannot read the runtime directory {layout.root}: {exc.strerror}"
+                f"cannot recover the runtime directory {layout.root}: {_what_failed(exc)}",
+                details={"retry_after_s": 1},
             ) from exc
         except BaseException:
             lock.release()
@@ -177,8 +203,9 @@ class FsStore(Store):
 
     def put_worker(self, record: WorkerRecord) -> None:
         with self._mutex:
-            self._commit.staged()
+            self._commit.check()
             self._files(record.worker_id)
+            self._commit.staged()
             self._records[record.worker_id] = record
             self._deleted.discard(record.worker_id)
             self._dirty_keys.add(record.worker_id)
@@ -198,25 +225,31 @@ class FsStore(Store):
 
     def append_transcript(self, worker_id: str, entry: TranscriptEntry) -> None:
         with self._mutex:
+            self._commit.check()
+            files = self._files(worker_id)
             self._commit.staged()
-            self._stage(worker_id, self._files(worker_id).transcript, entry)
+            self._stage(worker_id, files.transcript, entry)
 
     def put_run(self, worker_id: str, run: Run) -> None:
         with self._mutex:
-            self._commit.staged()
+            self._commit.check()
             files = self._files(worker_id)
+            self._commit.staged()
             self._stage(worker_id, files.runs, run)
-            if files.history is not None:
-                files.history.put(run)
+            files.run_index.put(run)
+            self._runs_put.add(worker_id)
 
     def append_event(self, event: Event) -> None:
         with self._mutex:
+            self._commit.check()
+            ref = event.worker_ref
+            # First: a new worker's files may be refused, before anything is staged.
+            files = self._files(ref.worker_id, events_from=event.event_id) if ref else None
             self._commit.staged()
             self._stage(RUNTIME, self._events, event)
-            if event.worker_ref is not None:
-                worker_id = event.worker_ref.worker_id
-                self._files(worker_id, events_from=event.event_id).events.append(event.event_id)
-                self._dirty_keys.add(worker_id)
+            if files is not None:
+                files.events.append(event.event_id)
+                self._dirty_keys.add(files.worker_id)
 
     def append_diagnostic(self, diagnostic: Diagnostic) -> None:
         with self._mutex:
@@ -236,6 +269,7 @@ class FsStore(Store):
         no event before ``events_from`` (default: the next event id)."""
         files = self._workers.get(worker_id)
         if files is None:
+            self._check_worker_dir(worker_id)
             if events_from is None:
                 events_from = self._events_base + self._events.count + 1
             files = WorkerFiles.create(
@@ -244,6 +278,19 @@ class FsStore(Store):
             self._next_seq += 1
             self._workers[worker_id] = files
         return files
+
+    def _check_worker_dir(self, worker_id: str) -> None:
+        """Refuse a new worker (``StoreCorrupt``) whose directory's name is taken by
+        anything but a real directory: a link planted since the store opened is
+        never written through. (One planted later still is: the flush's ``mkdir``
+        and every open below it refuse it, and that flush fails.)"""
+        path = self.layout.path(self.layout.worker_rel(worker_id))
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            return
+        if not stat.S_ISDIR(mode):
+            raise _linked(self.layout.root, SymlinkFound(path))
 
     def _stage(self, key: str, log: JsonlLog[Any], item: Any) -> None:
         log.append(item)
@@ -259,25 +306,27 @@ class FsStore(Store):
 
     def get_run(self, worker_id: str, run_id: str) -> Run | None:
         with self._mutex, self._reading():
-            history = self._history(worker_id)
-            return history.get(run_id) if history is not None else None
+            files = self._workers.get(worker_id)
+            if files is None:
+                return None
+            run = files.run_index.get(run_id)
+            self._index_later(files)
+            return run
 
     def list_runs(self, worker_id: str, after: str | None, limit: int) -> list[Run]:
         with self._mutex, self._reading():
-            history = self._history(worker_id)
-            return history.page(after, limit) if history is not None else []
+            files = self._workers.get(worker_id)
+            if files is None:
+                return []
+            page = files.run_index.page(after, limit)
+            self._index_later(files)
+            return page
 
-    def _history(self, worker_id: str) -> RunHistory | None:
-        """The worker's run history, read from ``runs.jsonl`` on first use (mutex held)."""
-        files = self._workers.get(worker_id)
-        if files is None:
-            return None
-        if files.history is None:
-            history = RunHistory()
-            for run in files.runs.read_all():
-                history.put(run)
-            files.history = history
-        return files.history
+    def _index_later(self, files: WorkerFiles) -> None:
+        """What a first read found of the runs log past its index (mutex held) is
+        written into the index at the next checkpoint."""
+        if files.run_index.pending:
+            self._runs_put.add(files.worker_id)
 
     def read_events(self, cursor: int, limit: int, worker_id: str | None = None) -> list[Event]:
         with self._mutex, self._reading():
@@ -342,14 +391,67 @@ class FsStore(Store):
             self._flusher.close()
             self._lock_file.release()
 
+    def _between_flushes(self) -> None:
+        """After a flush that started a checkpoint (the leader's, no lock held),
+        compact ``idempotency.jsonl``: it would otherwise grow with every keyed
+        command for as long as the process runs."""
+        if not self._flusher.checkpoint_started:
+            return
+        self._flusher.checkpoint_started = False
+        try:
+            self._compact_idempotency_between_flushes()
+        except OSError as exc:
+            # As when a background checkpoint fails: the next flush fails with it,
+            # so the sync that meets it makes the runtime unavailable.
+            log.error("store maintenance failed: %s", exc)
+            self._flusher.fail(exc)
+
+    def _compact_idempotency_between_flushes(self) -> None:
+        with self._mutex:
+            staged = {id(r) for r in self._idempotency_log.take()}
+            kept = self._unexpired_idempotency(skip=staged)
+        if len(kept) != self._idempotency_log.written:
+            self._flusher.compact(self._idempotency_log, kept)
+
+    def _write_run_indexes(self, parallel: Parallel) -> None:
+        """At each checkpoint, write into each touched worker's run index the
+        committed versions it lacks (flushes may go on: they only append past
+        what a snapshot covers; a delete waits for the checkpoint)."""
+        with self._mutex:
+            put, self._runs_put = self._runs_put, set()
+            snapshots = []
+            for worker_id in sorted(put):
+                files = self._workers.get(worker_id)
+                if files is None:
+                    continue  # deleted since
+                try:
+                    snapshots.append((worker_id, files.run_index, files.run_index.snapshot()))
+                except StoreCorrupt as exc:  # its reads say so; the others go on
+                    log.warning("the run index of worker %r is not written: %s", worker_id, exc)
+        parallel.run([functools.partial(index.write, snap) for _, index, snap in snapshots if snap])
+        with self._mutex:
+            for worker_id, index, snapshot in snapshots:
+                if index.settle(snapshot) and worker_id in self._workers:
+                    self._runs_put.add(worker_id)
+
+    def _unexpired_idempotency(self, skip: Set[int] = frozenset()) -> list[IdempotencyRecord]:
+        """The idempotency records not yet expired, in log order (mutex held)."""
+        cutoff = self.expiry.cutoff()
+        return [
+            r
+            for r in self._idempotency.values()
+            if id(r) not in skip and not self.expiry.expired(r, cutoff)
+        ]
+
     def _compact_idempotency(self) -> None:
         """Rewrite ``idempotency.jsonl`` without expired records (no flush can run).
 
         The runtime record first says which length the log is being compacted
         to, then the log is replaced, then the record says that length alone: a
-        crash in between leaves a log loading accepts at either length."""
-        log, cutoff = self._idempotency_log, self.expiry.cutoff()
-        kept = [r for r in self._idempotency.values() if not self.expiry.expired(r, cutoff)]
+        crash in between leaves a log loading accepts at either length. (Between
+        flushes, :meth:`Flusher.compact` does the same with commit lines.)"""
+        log = self._idempotency_log
+        kept = self._unexpired_idempotency()
         if len(kept) == log.count:
             return
         pending = {**self._envelope(RUNTIME)(), COMPACTING: {"idempotency": len(kept)}}
@@ -357,6 +459,12 @@ class FsStore(Store):
         log.rewrite(kept)
         self._idempotency = {r.key: r for r in kept}
         self._flusher.checkpoint({RUNTIME: self._envelope(RUNTIME)()})
+
+    def _flush_failed(self, exc: OSError) -> RuntimeUnavailable:
+        """What every write answers after a flush failed with ``exc``."""
+        if isinstance(exc, SymlinkFound):
+            return _linked(self.layout.root, exc)
+        return could_not_write(exc)
 
     def _envelope(self, key: str) -> Callable[[], dict[str, Any]]:
         """The record ``key`` as it stands now (mutex held), to encode later."""
@@ -413,6 +521,13 @@ class FsStore(Store):
             log.advance(written)
         for index, ids in batch.indexes:
             index.advance(len(ids))
+
+
+def _what_failed(exc: OSError) -> str:
+    """``exc`` in words; a full disk or quota can only be met writing."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return could_not_write(exc).message
+    return f"{exc.strerror or type(exc).__name__} (errno {exc.errno})"
 
 
 def _linked(root: str, found: SymlinkFound) -> StoreCorrupt:
