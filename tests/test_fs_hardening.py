@@ -15,10 +15,10 @@ import pytest
 from tests.support.http_helpers import AUTH, client
 from worker_runtime import Runtime
 from worker_runtime import commands as c
-from worker_runtime.domain import Role
+from worker_runtime.domain import ProfileSelector, Role
 from worker_runtime.errors import RuntimeUnavailable, StoreCorrupt, WorkerNotFound
 from worker_runtime.stores.fs.fileops import FileOps
-from worker_runtime.testing import wait_for_run_end
+from worker_runtime.testing import GateEngine, wait_for_run_end
 
 from .support.fs_support import FaultyOps, open_runtime, runtime_dir
 
@@ -378,6 +378,26 @@ def test_a_full_disk_stops_writes_not_reads(tmp_path: Path) -> None:
         assert "could not write" in posted.json["error"]["message"]
         with pytest.raises(RuntimeUnavailable):
             rt.close()
+
+
+def test_a_close_that_cannot_write_stays_closed(tmp_path: Path) -> None:
+    """Closing ends the active run ``interrupted``, which cannot be written: the
+    close fails, and the runtime stays closed (not "unavailable" again, which
+    would let a second close run the shutdown once more)."""
+    gate = GateEngine()
+    ops = FaultyOps()
+    with open_runtime(tmp_path, ops=ops, engines={"gate": gate}) as rt:
+        rt.dispatch(
+            c.CreateWorker(worker_id="w", profile=ProfileSelector(kind="named", value="gate"))
+        )
+        ack = rt.dispatch(c.SendInput(worker_id="w", content="one"))
+        gate.wait_started(ack.run_id)
+        ops.fail_write = True
+        with pytest.raises(RuntimeUnavailable):
+            rt.close()
+        assert rt.status == "stopping"
+        assert client(rt).simulate_get("/readyz").json["status"] == "stopping"
+        rt.close()  # closed already: nothing to do, nothing raised
 
 
 def _stopped(data_dir: Path, how: str) -> None:

@@ -116,7 +116,8 @@ class StateTable:
             self._store.sync()
         except RuntimeUnavailable as exc:
             with self._lock:
-                self._status = "unavailable"
+                if self._status != "stopping":  # a closed runtime stays closed
+                    self._status = "unavailable"
                 self._unavailable_reason = exc.message
             raise
         finally:
