@@ -153,9 +153,10 @@ class Store(ABC):
         (the handler checks it with :meth:`get_run` first). O(log n + limit) or
         O(limit) per call, never O(history).
 
-        The fs store keeps the run ids of each worker in memory once the worker's
-        history is first read (one pass over its ``runs.jsonl``, once per process);
-        every call after that is O(limit).
+        The fs store pages through each worker's run index (``runs.order`` and
+        ``runs.ids``, written at checkpoints): O(limit) after a clean restart;
+        after a crash, a first read also reads the runs written since that
+        worker's last checkpoint.
         """
 
     @abstractmethod
