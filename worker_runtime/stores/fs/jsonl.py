@@ -80,6 +80,10 @@ class JsonlLog(Generic[T]):
         self._tail: list[T] = []  # the last written entries (at most ``keep``)
         self._fd = -1  # the leader's append descriptors, opened on first write
         self._index_fd = -1
+        # While a read of several runs of entries goes on (``read_runs``, the
+        # store's mutex held): its descriptors of the log and of the index,
+        # opened once for all of them instead of once per run.
+        self._read_fds: tuple[int, int] | None = None
 
     @property
     def size(self) -> int:
@@ -111,6 +115,28 @@ class JsonlLog(Generic[T]):
             )
         return items
 
+    def read_runs(self, runs: list[tuple[int, int]]) -> list[T]:
+        """The entries of each ``(start, limit)`` run, in order: as :meth:`read`,
+        with the log and its index opened once for all the runs (a worker's
+        events are runs scattered through the runtime's log)."""
+        if self._read_fds is not None or not any(
+            start < self._count - len(self._tail) for start, _ in runs
+        ):
+            return [item for start, limit in runs for item in self.read(start, limit)]
+        data_fd = self._ops.open(self.path, os.O_RDONLY)
+        try:
+            index_fd = self._ops.open(self.index_path, os.O_RDONLY)
+        except BaseException:
+            self._ops.close(data_fd)
+            raise
+        self._read_fds = (data_fd, index_fd)
+        try:
+            return [item for start, limit in runs for item in self.read(start, limit)]
+        finally:
+            self._read_fds = None
+            self._ops.close(index_fd)
+            self._ops.close(data_fd)
+
     def read_all(self, on_corrupt: Callable[[LogProblem], None] | None = None) -> list[T]:
         """Every entry; a bad one raises ``StoreCorrupt`` unless ``on_corrupt`` takes it."""
         items: list[T] = []
@@ -137,41 +163,78 @@ class JsonlLog(Generic[T]):
         return items
 
     def _read_file(self, start: int, end: int) -> list[T]:
-        offsets = self._checked_offsets(start, end)
-        base = offsets[0]
-        data = self._read_bytes(base, offsets[-1] - base)
-        return [
-            self._decode_line(data[offsets[i] - base : offsets[i + 1] - base - 1], start + i + 1)
-            for i in range(end - start)
-        ]
+        """Entries ``start .. end - 1`` from the file: their offsets (one read of the
+        index), then their lines (one read of the log), checked to be exactly the
+        lines the offsets say, else read again through the rebuilt index."""
+        n = end - start
+        offsets = self._offsets(start, n + 1 if end < self._count else n)
+        if end == self._count:
+            offsets.append(self._size)
+        lines = self._lines(start, offsets) if len(offsets) == n + 1 else None
+        if lines is None:
+            log.warning("%s: its offset index disagrees with the log; rebuilding it", self.rel)
+            offsets = self._rebuild_index()[start : end + 1]
+            base = offsets[0]
+            data = self._read_bytes(base, offsets[-1] - base)
+            lines = [data[a - base : b - base - 1] for a, b in itertools.pairwise(offsets)]
+        return [self._decode_line(line, start + i + 1) for i, line in enumerate(lines)]
+
+    def _lines(self, start: int, offsets: list[int]) -> list[bytes] | None:
+        """The lines (without their newline) between ``offsets[0]`` and
+        ``offsets[-1]`` if each offset starts one (entry ``start`` first), else None."""
+        first, last = offsets[0], offsets[-1]
+        if (first == 0) != (start == 0) or last > self._size or last <= first:
+            return None
+        before = 1 if first else 0  # the newline ending the line before
+        data = self._read_bytes(first - before, last - first + before)
+        if before and data[:1] != b"\n":
+            return None
+        lines = data[before:].split(b"\n")
+        if len(lines) != len(offsets) or lines[-1]:
+            return None
+        for i in range(len(offsets) - 1):
+            if len(lines[i]) != offsets[i + 1] - offsets[i] - 1:
+                return None
+        lines.pop()
+        return lines
 
     def _checked_offsets(self, start: int, end: int) -> list[int]:
         """Offsets of entries ``start .. end`` (the last one: where ``end - 1`` ends),
-        checked against the log: each must start a line. The index is derived data,
-        so one that disagrees is rebuilt from the log (under the store's mutex, for
-        written entries only: a leader's append writes past them), never blamed on it."""
+        checked against the log: each must start a line."""
+        return self._checked(start, end)[0]
+
+    def _checked(self, start: int, end: int) -> tuple[list[int], bytes]:
+        """The checked offsets of entries ``start .. end``, and the bytes between
+        the first and the last. The index is derived data, so one that disagrees
+        is rebuilt from the log (under the store's mutex, for written entries
+        only: a leader's append writes past them), never blamed on it."""
         n = end - start + 1 if end < self._count else end - start
         offsets = self._offsets(start, n)
         if end == self._count:
             offsets.append(self._size)
-        if len(offsets) == end - start + 1 and self._lines_start_at(start, offsets):
-            return offsets
+        if len(offsets) == end - start + 1:
+            data = self._lines_at(start, offsets)
+            if data is not None:
+                return offsets, data
         log.warning("%s: its offset index disagrees with the log; rebuilding it", self.rel)
-        return self._rebuild_index()[start : end + 1]
+        offsets = self._rebuild_index()[start : end + 1]
+        return offsets, self._read_bytes(offsets[0], offsets[-1] - offsets[0])
 
-    def _lines_start_at(self, start: int, offsets: list[int]) -> bool:
+    def _lines_at(self, start: int, offsets: list[int]) -> bytes | None:
+        """The bytes from ``offsets[0]`` to ``offsets[-1]`` if each offset starts a
+        line (entry ``start`` first), else None. One read."""
         if (offsets[0] == 0) != (start == 0) or offsets[-1] > self._size:
-            return False
+            return None
         before = min(offsets[0], 1)
         data = self._read_bytes(offsets[0] - before, offsets[-1] - offsets[0] + before)
         if before and data[:1] != b"\n":
-            return False
+            return None
         base = offsets[0] - before
         for a, b in itertools.pairwise(offsets):
             line = data[a - base : b - base]
             if b <= a or line[-1:] != b"\n" or line.count(b"\n") != 1:
-                return False
-        return True
+                return None
+        return data[before:]
 
     def _rebuild_index(self) -> list[int]:
         """Every written entry's offset (and the end), from the log; written to the index."""
@@ -192,14 +255,19 @@ class JsonlLog(Generic[T]):
         return offsets
 
     def _offsets(self, start: int, n: int) -> list[int]:
-        idx = self._ops.open(self.index_path, os.O_RDONLY)
-        try:
-            chunk = self._ops.pread(idx, 8 * n, 8 * start)
-        finally:
-            self._ops.close(idx)
+        if self._read_fds is not None:
+            chunk = self._ops.pread(self._read_fds[1], 8 * n, 8 * start)
+        else:
+            idx = self._ops.open(self.index_path, os.O_RDONLY)
+            try:
+                chunk = self._ops.pread(idx, 8 * n, 8 * start)
+            finally:
+                self._ops.close(idx)
         return [v for (v,) in OFFSET.iter_unpack(chunk[: len(chunk) // 8 * 8])]
 
     def _read_bytes(self, offset: int, size: int) -> bytes:
+        if self._read_fds is not None:
+            return self._ops.pread(self._read_fds[0], size, offset)
         fd = self._ops.open(self.path, os.O_RDONLY)
         try:
             return self._ops.pread(fd, size, offset)

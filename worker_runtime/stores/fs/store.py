@@ -337,13 +337,13 @@ class FsStore(Store):
             if files is None:
                 return []
             ids = files.events.ids_from(cursor, limit)
-            events: list[Event] = []
+            runs: list[tuple[int, int]] = []  # (start, count) of each run of consecutive ids
             begin = 0
-            for end in range(1, len(ids) + 1):  # one read per run of consecutive ids
+            for end in range(1, len(ids) + 1):
                 if end == len(ids) or ids[end] != ids[end - 1] + 1:
-                    events += self._events.read(ids[begin] - base - 1, end - begin)
+                    runs.append((ids[begin] - base - 1, end - begin))
                     begin = end
-            return events
+            return self._events.read_runs(runs)
 
     def read_diagnostics(self, after: int = 0, limit: int | None = None) -> Sequence[Diagnostic]:
         with self._mutex, self._reading():
