@@ -18,7 +18,7 @@ from falcon import testing
 from prometheus_client.parser import text_string_to_metric_families
 
 from adapters.app import create_app
-from adapters.logs import ACCESS_FIELDS, start_logging
+from adapters.logs import ACCESS_FIELDS, TEXT_FORMAT, TextFormatter, start_logging
 from adapters.settings import LogSettings
 from worker_runtime import Runtime
 from worker_runtime.errors import RuntimeUnavailable
@@ -283,3 +283,47 @@ def test_json_access_log_lines_parse_and_never_hold_the_token(rt: Runtime) -> No
     assert (access[3]["route"], access[3]["status"]) == ("unmatched", 404)
     assert "/no/such" not in json.dumps({k: v for k, v in access[3].items() if k != "message"})
     assert any(line["message"] == "a plain line" for line in lines)
+
+
+class GatedStream(io.StringIO):
+    """Counts its writes; the first one waits for ``gate`` (a slow stderr)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.writing = threading.Event()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        self.writing.set()
+        assert self.gate.wait(10), "the test never opened the gate"
+        return super().write(text)
+
+
+def test_the_log_writer_writes_what_waits_with_one_write_in_order() -> None:
+    stream = GatedStream()
+    root = logging.getLogger()
+    level = root.level
+    pipeline = start_logging(LogSettings(level="INFO", format="text"), stream)
+    log = logging.getLogger("worker_runtime.test.batch")
+    try:
+        log.info("line 0")
+        assert stream.writing.wait(10)  # the writer is in its first write
+        for n in range(1, 301):
+            log.info("line %d", n)
+        stream.gate.set()
+    finally:
+        pipeline.stop()
+        root.setLevel(level)
+    lines = stream.getvalue().splitlines()
+    assert [line.rsplit(" ", 1)[-1] for line in lines] == [str(n) for n in range(301)]
+    # The 300 lines that queued up while the first was written: one write.
+    assert stream.writes == 2
+
+
+def test_the_text_format_is_loggings_own() -> None:
+    record = logging.LogRecord("a.b", logging.WARNING, __file__, 1, "x %s", ("y",), None)
+    for created in (1_765_111_807.042, 1_765_111_807.999, 1_765_111_808.0):
+        record.created, record.msecs = created, (created - int(created)) * 1000
+        assert TextFormatter().format(record) == logging.Formatter(TEXT_FORMAT).format(record)
