@@ -111,7 +111,17 @@ class StateTable:
 
     def sync(self) -> None:
         """Make every staged write durable; a failure makes the runtime unavailable."""
+        observer = self.sync_observer
+        if observer is None:  # every dispatch syncs: no clock read unless timed
+            self._sync()
+            return
         started = time.perf_counter()
+        try:
+            self._sync()
+        finally:
+            observer(time.perf_counter() - started)
+
+    def _sync(self) -> None:
         try:
             self._store.sync()
         except RuntimeUnavailable as exc:
@@ -120,10 +130,6 @@ class StateTable:
                     self._status = "unavailable"
                 self._unavailable_reason = exc.message
             raise
-        finally:
-            observer = self.sync_observer
-            if observer is not None:
-                observer(time.perf_counter() - started)
 
     def wait_changed(self, timeout: float) -> None:
         """Release the lock until the state changes or ``timeout`` passes (lock held)."""
