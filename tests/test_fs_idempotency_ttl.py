@@ -5,32 +5,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from worker_runtime import Runtime, RuntimeConfig
 from worker_runtime import commands as c
-from worker_runtime.clock import Clock, new_id
+from worker_runtime.clock import new_id
 from worker_runtime.errors import ConfigError, IdempotencyKeyReused
 from worker_runtime.stores import MemoryStore
 from worker_runtime.stores.fs import FsStore
 
-from .support.fs_support import RUNTIME_ID, runtime_dir
+from .support.fs_support import RUNTIME_ID, ShiftedClock, runtime_dir
 
 DAY = 86400.0
-
-
-class ShiftedClock(Clock):
-    """Wall time plus an offset the test moves: expiry without sleeping."""
-
-    def __init__(self) -> None:
-        self.offset = timedelta()
-
-    def now(self) -> str:
-        moment = datetime.now(UTC) + self.offset
-        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @pytest.fixture(params=["memory", "fs"])

@@ -8,7 +8,7 @@ import json
 import os
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -26,6 +26,7 @@ from worker_runtime.testing import GateEngine, wait_for_event, wait_for_run_end
 from .support.fs_support import (
     RUNTIME_ID,
     FaultyOps,
+    ShiftedClock,
     child,
     fs_config,
     open_runtime,
@@ -296,17 +297,6 @@ def test_diagnostics_page_from_the_store_also_after_a_restart(tmp_path: Path) ->
 
 
 # -- idempotency compaction while running ---------------------------------------------
-
-
-class ShiftedClock(Clock):
-    """Wall time plus an offset the test moves: expiry without sleeping."""
-
-    def __init__(self) -> None:
-        self.offset = timedelta()
-
-    def now(self) -> str:
-        moment = datetime.now(UTC) + self.offset
-        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class CompactionFault(FileOps):

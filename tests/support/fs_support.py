@@ -12,11 +12,12 @@ import textwrap
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from worker_runtime import Runtime, RuntimeConfig, testing
-from worker_runtime.clock import new_id
+from worker_runtime.clock import Clock, new_id
 from worker_runtime.domain import WorkerRecord
 from worker_runtime.engines import Engine
 from worker_runtime.profiles import Profile, ProfileRegistry
@@ -168,3 +169,14 @@ def env_of(mapping: Mapping[str, str]) -> dict[str, str]:
     env = child_env()
     env.update(mapping)
     return env
+
+
+class ShiftedClock(Clock):
+    """Wall time plus an offset the test moves: expiry without sleeping."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta()
+
+    def now(self) -> str:
+        moment = datetime.now(UTC) + self.offset
+        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
