@@ -59,6 +59,13 @@ class TextFormatter(logging.Formatter):
         self._second = -1
         self._stamp = ""
 
+    def format(self, record: logging.LogRecord) -> str:
+        if record.exc_info or record.exc_text or record.stack_info:
+            return super().format(record)
+        # The common line (an access line), without the general machinery.
+        message = record.getMessage()
+        return f"{self.formatTime(record)} {record.levelname} {record.name} {message}"
+
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         second = int(record.created)
         if second != self._second:

@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import re
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -323,7 +324,16 @@ def test_the_log_writer_writes_what_waits_with_one_write_in_order() -> None:
 
 
 def test_the_text_format_is_loggings_own() -> None:
-    record = logging.LogRecord("a.b", logging.WARNING, __file__, 1, "x %s", ("y",), None)
-    for created in (1_765_111_807.042, 1_765_111_807.999, 1_765_111_808.0):
-        record.created, record.msecs = created, (created - int(created)) * 1000
-        assert TextFormatter().format(record) == logging.Formatter(TEXT_FORMAT).format(record)
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        failure = sys.exc_info()
+    for exc_info in (None, failure):
+        for created in (1_765_111_807.042, 1_765_111_807.999, 1_765_111_808.0):
+            mine, theirs = (
+                logging.LogRecord("a.b", logging.WARNING, __file__, 1, "x %s", ("y",), exc_info)
+                for _ in range(2)
+            )
+            for record in (mine, theirs):
+                record.created, record.msecs = created, (created - int(created)) * 1000
+            assert TextFormatter().format(mine) == logging.Formatter(TEXT_FORMAT).format(theirs)
