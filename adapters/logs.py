@@ -5,8 +5,9 @@ logger; one writer thread formats and writes the lines, so a request thread
 never blocks on stderr. The writer, once woken, lets the lines of the next
 ``GATHER_S`` (10 ms) join the first and writes them all with one write and one
 flush: under load a line costs a fraction of a wake-up and of a system call, and
-the thread takes the GIL (which the request threads need) far less often. :meth:`LogPipeline.stop` drains the queue: call it (or let ``atexit``
-call it) after the runtime closed, and no line is lost at a clean shutdown.
+the thread takes the GIL (which the request threads need) far less often.
+:meth:`LogPipeline.stop` drains the queue: call it (or let ``atexit`` call it)
+after the runtime closed, and no line is lost at a clean shutdown.
 
 Formats: ``text`` (``time LEVEL logger message``) or ``json``, one object per
 line with ``timestamp``, ``level``, ``logger``, ``message`` and, on access
