@@ -317,6 +317,21 @@ def test_a_garbled_index_is_rebuilt_not_blamed_on_the_log(tmp_path: Path) -> Non
         assert index.read_bytes() == good  # repaired on disk, so not broken after a restart
 
 
+def test_an_index_cut_short_while_running_is_rebuilt(tmp_path: Path) -> None:
+    """A page whose offsets the index no longer has in full (cut under the
+    running store) is read through the rebuilt index: never a shorter page."""
+    with open_runtime(tmp_path) as rt:
+        rt.dispatch(c.CreateWorker(worker_id="w"))
+        _talk(rt, "w", *[f"line {i}" for i in range(20)])  # more than the tail in memory
+        expected = rt.dispatch(c.GetTranscript(worker_id="w", limit=256)).items
+        index = runtime_dir(tmp_path) / "workers/w/transcript.idx"
+        good = index.read_bytes()
+        index.write_bytes(good[: 8 * 3])  # offsets of entries 0-2 only
+        page = rt.dispatch(c.GetTranscript(worker_id="w", start=1, limit=5))
+        assert page.items == expected[1:6]
+        assert index.read_bytes() == good
+
+
 def test_one_bad_diagnostics_line_fails_only_the_pages_holding_it(tmp_path: Path) -> None:
     with open_runtime(tmp_path) as rt:
         for i in range(6):  # each creation without a bundle adds one diagnostic

@@ -166,22 +166,44 @@ class JsonlLog(Generic[T]):
         """Entries ``start .. end - 1`` from the file: their offsets (one read of the
         index), then their lines (one read of the log), checked to be exactly the
         lines the offsets say, else read again through the rebuilt index."""
-        n = end - start
-        offsets = self._offsets(start, n + 1 if end < self._count else n)
-        if end == self._count:
-            offsets.append(self._size)
-        lines = self._lines(start, offsets) if len(offsets) == n + 1 else None
+        offsets = self._indexed_offsets(start, end)
+        lines = self._lines(start, end, offsets)
         if lines is None:
-            log.warning("%s: its offset index disagrees with the log; rebuilding it", self.rel)
-            offsets = self._rebuild_index()[start : end + 1]
+            offsets = self._rebuilt_offsets(start, end)
             base = offsets[0]
             data = self._read_bytes(base, offsets[-1] - base)
             lines = [data[a - base : b - base - 1] for a, b in itertools.pairwise(offsets)]
         return [self._decode_line(line, start + i + 1) for i, line in enumerate(lines)]
 
-    def _lines(self, start: int, offsets: list[int]) -> list[bytes] | None:
-        """The lines (without their newline) between ``offsets[0]`` and
-        ``offsets[-1]`` if each offset starts one (entry ``start`` first), else None."""
+    def _checked_offsets(self, start: int, end: int) -> list[int]:
+        """Offsets of entries ``start .. end`` (the last one: where ``end - 1`` ends),
+        checked against the log: each must start a line."""
+        offsets = self._indexed_offsets(start, end)
+        if self._lines(start, end, offsets) is None:
+            return self._rebuilt_offsets(start, end)
+        return offsets
+
+    def _indexed_offsets(self, start: int, end: int) -> list[int]:
+        """What the index says of entries ``start .. end`` (unchecked)."""
+        offsets = self._offsets(start, end - start + 1 if end < self._count else end - start)
+        if end == self._count:
+            offsets.append(self._size)
+        return offsets
+
+    def _rebuilt_offsets(self, start: int, end: int) -> list[int]:
+        """The offsets of entries ``start .. end`` from the rebuilt index. The index
+        is derived data, so one that disagrees with the log is rebuilt from it
+        (under the store's mutex, for written entries only: a leader's append
+        writes past them), never blamed on it."""
+        log.warning("%s: its offset index disagrees with the log; rebuilding it", self.rel)
+        return self._rebuild_index()[start : end + 1]
+
+    def _lines(self, start: int, end: int, offsets: list[int]) -> list[bytes] | None:
+        """The lines (without their newline) of entries ``start .. end - 1`` if
+        ``offsets`` has one for each and for where the last ends, and each starts
+        a line, else None. One read."""
+        if len(offsets) != end - start + 1:
+            return None  # the index is short
         first, last = offsets[0], offsets[-1]
         if (first == 0) != (start == 0) or last > self._size or last <= first:
             return None
@@ -197,44 +219,6 @@ class JsonlLog(Generic[T]):
                 return None
         lines.pop()
         return lines
-
-    def _checked_offsets(self, start: int, end: int) -> list[int]:
-        """Offsets of entries ``start .. end`` (the last one: where ``end - 1`` ends),
-        checked against the log: each must start a line."""
-        return self._checked(start, end)[0]
-
-    def _checked(self, start: int, end: int) -> tuple[list[int], bytes]:
-        """The checked offsets of entries ``start .. end``, and the bytes between
-        the first and the last. The index is derived data, so one that disagrees
-        is rebuilt from the log (under the store's mutex, for written entries
-        only: a leader's append writes past them), never blamed on it."""
-        n = end - start + 1 if end < self._count else end - start
-        offsets = self._offsets(start, n)
-        if end == self._count:
-            offsets.append(self._size)
-        if len(offsets) == end - start + 1:
-            data = self._lines_at(start, offsets)
-            if data is not None:
-                return offsets, data
-        log.warning("%s: its offset index disagrees with the log; rebuilding it", self.rel)
-        offsets = self._rebuild_index()[start : end + 1]
-        return offsets, self._read_bytes(offsets[0], offsets[-1] - offsets[0])
-
-    def _lines_at(self, start: int, offsets: list[int]) -> bytes | None:
-        """The bytes from ``offsets[0]`` to ``offsets[-1]`` if each offset starts a
-        line (entry ``start`` first), else None. One read."""
-        if (offsets[0] == 0) != (start == 0) or offsets[-1] > self._size:
-            return None
-        before = min(offsets[0], 1)
-        data = self._read_bytes(offsets[0] - before, offsets[-1] - offsets[0] + before)
-        if before and data[:1] != b"\n":
-            return None
-        base = offsets[0] - before
-        for a, b in itertools.pairwise(offsets):
-            line = data[a - base : b - base]
-            if b <= a or line[-1:] != b"\n" or line.count(b"\n") != 1:
-                return None
-        return data[before:]
 
     def _rebuild_index(self) -> list[int]:
         """Every written entry's offset (and the end), from the log; written to the index."""
