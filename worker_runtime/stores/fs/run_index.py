@@ -169,18 +169,18 @@ class RunIndex:
             self._ops.close(fd)
         if len(data) != ENTRY.size * (end - begin):
             raise _Disagrees(f"it has no entry {begin + len(data) // ENTRY.size}")
-        found = []
-        for position, (line, fp) in enumerate(ENTRY.iter_unpack(data), start=begin):
+        entries = list(ENTRY.iter_unpack(data))
+        for position, (line, _) in enumerate(entries, start=begin):
             # Not ``line < covered``: a checkpoint under way (or one a crash cut
             # short) may have put a newer committed version there; that run
             # then has versions in memory too, and the latest of them wins.
             if line >= self._log.written:
                 raise _Disagrees(f"entry {position} names line {line + 1}, past the log's end")
-            (run,) = self._log.read(line, 1)
+        runs = self._log.read_runs([(line, 1) for line, _ in entries])  # the log opened once
+        for position, ((_, fp), run) in enumerate(zip(entries, runs, strict=True), start=begin):
             if fingerprint(run.run_id) != fp:
                 raise _Disagrees(f"entry {position} names a line of another run")
-            found.append((line, run))
-        return found
+        return [(line, run) for (line, _), run in zip(entries, runs, strict=True)]
 
     @property
     def pending(self) -> bool:
