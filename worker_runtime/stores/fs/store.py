@@ -32,7 +32,6 @@ import errno
 import functools
 import logging
 import os
-import stat
 import threading
 from collections.abc import Callable, Iterator, Sequence, Set
 from typing import Any
@@ -49,7 +48,7 @@ from ..base import (
 )
 from ..idempotency import fresh_idempotency, put_fresh_idempotency
 from .commit import GroupCommit, could_not_write
-from .fileops import FileOps, Parallel, SymlinkFound
+from .fileops import FileOps, Parallel, SymlinkFound, check_dir
 from .flush import Batch, Flusher
 from .jsonl import JsonlLog
 from .layout import COMPACTING, RUNTIME, Layout, WorkerFiles, runtime_envelope, worker_envelope
@@ -284,13 +283,12 @@ class FsStore(Store):
         anything but a real directory: a link planted since the store opened is
         never written through. (One planted later still is: the flush's ``mkdir``
         and every open below it refuse it, and that flush fails.)"""
-        path = self.layout.path(self.layout.worker_rel(worker_id))
         try:
-            mode = os.lstat(path).st_mode
+            check_dir(self.layout.path(self.layout.worker_rel(worker_id)))
         except FileNotFoundError:
             return
-        if not stat.S_ISDIR(mode):
-            raise _linked(self.layout.root, SymlinkFound(path))
+        except SymlinkFound as exc:
+            raise _linked(self.layout.root, exc) from None
 
     def _stage(self, key: str, log: JsonlLog[Any], item: Any) -> None:
         log.append(item)
