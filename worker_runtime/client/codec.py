@@ -12,7 +12,7 @@ import functools
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -38,6 +38,12 @@ __all__ = [
 ]
 
 _ID = re.compile(ID_PATTERN)
+_HANDLER_CHECKS: dict[str, Callable[[Any], object]] = {
+    "run_id": check_run_id,
+    "reason": check_reason,
+}
+"""The handlers' own checks of these fields, made before sending: the wire
+schema refuses the same values, but names the field otherwise."""
 
 
 class RuntimeUnreachable(errors.RuntimeUnavailable):
@@ -92,11 +98,10 @@ def build_request(command: Command[Any]) -> Request:
         value = getattr(command, field)
         if value is not None:
             check_worker_id(value)
-    # The handlers' own checks of a run id and a reason (the wire schema would
-    # refuse them too, but naming the field otherwise).
-    if getattr(command, "run_id", None) is not None:
-        check_run_id(command.run_id)  # type: ignore[attr-defined]
-    check_reason(getattr(command, "reason", None))
+    for field, check in _HANDLER_CHECKS.items():
+        value = getattr(command, field, None)
+        if value is not None:
+            check(value)
     args: dict[str, Any] = to_json(command)
     path = route.path
     for param in route.path_params:
