@@ -21,22 +21,25 @@ from typing import Any, TextIO, TypeVar
 
 from worker_runtime import commands as c
 from worker_runtime.client import RemoteRuntime, RuntimeUnreachable
-from worker_runtime.domain import BusyPolicy, Diagnostic, Event, ProfileSelector, WorkerStatus
+from worker_runtime.domain import (
+    RUN_END_EVENTS,
+    BusyPolicy,
+    Diagnostic,
+    Event,
+    ProfileSelector,
+    WorkerStatus,
+)
 from worker_runtime.errors import ConfigError, OperationTimeout, WorkerRuntimeError
 from worker_runtime.results import RunInfo, WorkerSummary
 from worker_runtime.wire import to_json
 
-from .settings import read_token_file, token_from_env
+from .settings import URL_VAR, read_token_file, token_from_env
 
 __all__ = ["DEFAULT_URL", "EXIT_BROKEN_PIPE", "add_client_commands", "run_client"]
 
 DEFAULT_URL = "http://127.0.0.1:8780"
 EXIT_BROKEN_PIPE = 128 + 13
 """The exit status when stdout's reader went away: a shell's for SIGPIPE."""
-URL_VAR = "WORKER_RUNTIME_URL"
-TERMINAL = frozenset(
-    {"run_completed", "run_failed", "run_cancelled", "run_timed_out", "run_interrupted"}
-)
 
 Runner = Callable[[RemoteRuntime, argparse.Namespace, TextIO], int]
 T = TypeVar("T")
@@ -299,7 +302,7 @@ def _follow_reply(
             out.flush()
         elif event.type == "output_appended" and not streamed:
             start = _print_entries(rt, args.worker, run_id, start, out)
-        if event.type in TERMINAL:
+        if event.type in RUN_END_EVENTS:
             if not args.json and not streamed:
                 _print_entries(rt, args.worker, run_id, start, out)
             if not args.json:

@@ -15,6 +15,7 @@ from .errors import InvalidRequest, InvalidWorkerId
 __all__ = [
     "ID_PATTERN",
     "MAX_REASON_CHARS",
+    "RUN_END_EVENTS",
     "USAGE_FIELD",
     "BusyPolicy",
     "CapabilityRequest",
@@ -201,6 +202,9 @@ USAGE_FIELD = {
     RunStatus.INTERRUPTED: "runs_interrupted",
 }
 """The :class:`Usage` counter of each final run status."""
+
+RUN_END_EVENTS = frozenset(f"run_{status.value}" for status in USAGE_FIELD)
+"""The event types that end a run: ``run_<final status>``."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

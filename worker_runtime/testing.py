@@ -46,7 +46,14 @@ from . import commands
 from .clock import Clock
 from .codec import SCALARS
 from .config import RuntimeConfig
-from .domain import Event, ProfileSelector, WorkerIntent, WorkerRecord, WorkerStatus
+from .domain import (
+    RUN_END_EVENTS,
+    Event,
+    ProfileSelector,
+    WorkerIntent,
+    WorkerRecord,
+    WorkerStatus,
+)
 from .engines import Emit, Engine, EngineFactory, EngineFailure, RunContext
 from .profiles import Profile, ProfileRegistry
 from .runtime import Runtime
@@ -73,9 +80,7 @@ __all__ = [
 POLL_S = 0.005
 """How often a held run looks at its abort signal (as the real engines do)."""
 
-TERMINAL_EVENTS = frozenset(
-    {"run_completed", "run_failed", "run_cancelled", "run_timed_out", "run_interrupted"}
-)
+TERMINAL_EVENTS = RUN_END_EVENTS
 """The event types that end a run."""
 
 
