@@ -193,15 +193,6 @@ def test_an_answer_that_is_not_the_api_raises_invalid_response(
     assert raised.value.code == "invalid_response"
 
 
-def test_a_wrong_token_is_unauthorized(server: Server) -> None:
-    with (
-        RemoteRuntime(server.base_url, token="wrong-token-0123456789") as rt,
-        pytest.raises(errors.WorkerRuntimeError) as raised,
-    ):
-        rt.dispatch(c.GetRuntime())
-    assert raised.value.code == "unauthorized"
-
-
 def test_bad_urls_are_config_errors() -> None:
     for url in ("ftp://x", "127.0.0.1:8780", "http://"):
         with pytest.raises(errors.ConfigError):
